@@ -1,0 +1,3 @@
+// libzstd, for bounded decompression of frame payloads (flags bit 0).
+#include <zstd.h>
+#include <zstd_errors.h>

@@ -1,0 +1,1 @@
+print("sluiced: not built yet")
