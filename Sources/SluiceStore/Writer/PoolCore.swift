@@ -1,0 +1,138 @@
+import Dispatch
+
+/// One submitted batch on its way to a writer.
+struct QueuedBatch: Sendable {
+    var batch: WriteBatch
+    var readings: Int
+    var completion: @Sendable (BatchOutcome) -> Void
+    /// An async submit waits for room before entering a writer queue; a callback submit does not.
+    var waitsForRoom: Bool
+    var writer: Int
+}
+
+/// The state shared by `WriterPool`'s callers and its writer threads, behind one lock: the admission
+/// FIFO, each writer's FIFO, the reading counters and the statistics. Critical sections are short and never
+/// call out; completions and semaphore signals happen after the lock is released.
+struct PoolState {
+    enum Phase { case created, running, draining, stopped }
+
+    var phase = Phase.created
+    /// Set when draining outlived `drainTimeout`: writers fail what they still hold instead of retrying.
+    var abandon = false
+    /// Submits waiting for room, in order (a later submit never overtakes one waiting here).
+    var waiting = FIFO<QueuedBatch>()
+    var waitingReadings = 0
+    var writerQueues: [FIFO<QueuedBatch>]
+    /// Readings in writer queues, not yet taken into a transaction.
+    var queuedReadings = 0
+    /// Readings admitted into writer queues and not yet completed.
+    var admittedReadings = 0
+    var latencies = LatencyWindow(size: 1024)
+    var committedBatches = 0
+    var duplicateBatches = 0
+    var failedBatches = 0
+    var writerErrors = 0
+    var reconnects = 0
+    var overCapacitySubmissions = 0
+    var writerReachable: [Bool]
+    var runningWriters = 0
+    var onAllWritersExited: [@Sendable () -> Void] = []
+
+    init(writers: Int) {
+        writerQueues = Array(repeating: FIFO(), count: writers)
+        writerReachable = Array(repeating: true, count: writers)
+    }
+
+    /// Moves waiting submits into their writer queues while there is room (or while the head is a callback
+    /// submit, which never waits for room), preserving order. Returns the writers to wake up.
+    mutating func admitWaiting(capacity: Int) -> Set<Int> {
+        var woken = Set<Int>()
+        while let head = waiting.first {
+            let fits = admittedReadings + head.readings <= capacity || admittedReadings == 0
+            guard fits || !head.waitsForRoom else { break }
+            _ = waiting.popFirst()
+            waitingReadings -= head.readings
+            admit(head, capacity: capacity)
+            woken.insert(head.writer)
+        }
+        return woken
+    }
+
+    mutating func admit(_ item: QueuedBatch, capacity: Int) {
+        if admittedReadings + item.readings > capacity && admittedReadings > 0 { overCapacitySubmissions += 1 }
+        writerQueues[item.writer].append(item)
+        queuedReadings += item.readings
+        admittedReadings += item.readings
+    }
+
+    /// Takes the next group for `writer`: the first queued batch, then as many following ones as fit
+    /// `maxReadings` in total.
+    mutating func takeGroup(writer: Int, maxReadings: Int) -> [QueuedBatch] {
+        var group: [QueuedBatch] = []
+        var total = 0
+        while let next = writerQueues[writer].first, group.isEmpty || total + next.readings <= maxReadings {
+            _ = writerQueues[writer].popFirst()
+            group.append(next)
+            total += next.readings
+        }
+        queuedReadings -= total
+        return group
+    }
+
+    var stats: WriterPoolStats {
+        WriterPoolStats(
+            queuedReadings: queuedReadings + waitingReadings,
+            inFlightReadings: admittedReadings + waitingReadings,
+            commitLatencyP50Seconds: latencies.quantile(0.5),
+            commitLatencyP99Seconds: latencies.quantile(0.99),
+            committedBatches: committedBatches, duplicateBatches: duplicateBatches, failedBatches: failedBatches,
+            writerErrors: writerErrors, reconnects: reconnects,
+            databaseReachable: writerReachable.allSatisfy { $0 },
+            overCapacitySubmissions: overCapacitySubmissions)
+    }
+}
+
+/// What `WriterPool` and its writer threads share.
+final class PoolCore: Sendable {
+    let configuration: WriterPool.Configuration
+    let state: Locked<PoolState>
+    /// One per writer; signalled once per event that may give it work (or tell it to exit).
+    let wakeUps: [DispatchSemaphore]
+
+    init(configuration: WriterPool.Configuration) {
+        self.configuration = configuration
+        state = Locked(PoolState(writers: configuration.writers))
+        wakeUps = (0..<configuration.writers).map { _ in DispatchSemaphore(value: 0) }
+    }
+
+    func wake(_ writers: some Sequence<Int>) {
+        for writer in writers { wakeUps[writer].signal() }
+    }
+
+    func wakeAll() { wake(0..<wakeUps.count) }
+
+    /// The writer that owns `producer`: always the same one, so its batches commit in order.
+    func writer(for producer: ProducerID) -> Int {
+        Int(producer.stableHash % UInt64(wakeUps.count))
+    }
+
+    /// Called by a writer once a group is done: frees its room, admits waiting submits, wakes their writers.
+    func groupFinished(readings: Int, outcomes: [BatchOutcome], latency: Double?) {
+        let woken = state.withLock { state -> Set<Int> in
+            state.admittedReadings -= readings
+            for outcome in outcomes {
+                switch outcome {
+                case .committed: state.committedBatches += 1
+                case .duplicate: state.duplicateBatches += 1
+                case .failed: state.failedBatches += 1
+                }
+            }
+            if let latency { state.latencies.record(latency) }
+            var woken = state.admitWaiting(capacity: configuration.queueCapacityReadings)
+            // While draining, a writer with an empty queue is waiting for the admission FIFO to empty.
+            if state.phase == .draining { woken.formUnion(0..<wakeUps.count) }
+            return woken
+        }
+        wake(woken)
+    }
+}
