@@ -1,0 +1,227 @@
+/// The global flow controller: one budget of readings in flight shared fairly among connections, granted as
+/// batches finish, withheld while the database lags (DESIGN §2, Credit).
+///
+/// Readings in flight = credit held by clients + readings received and not yet finished (decoding, queued,
+/// being written). That sum never exceeds `budget`, so memory stays bounded however many clients connect.
+/// Fairness: each connection is granted at most its fair share (`budget / connections`, capped at
+/// `maxWindow`), and connections left short when the budget was exhausted are served first, in the order they
+/// started waiting, as soon as budget frees up.
+///
+/// Backpressure: while the write queue is above `queueHighWater`, or commit latency p99 is above
+/// `latencyTarget`, no credit is granted; granting resumes once the queue is below `queueLowWater` and latency
+/// is back under target (or nothing is queued at all, so a stale latency figure cannot stall everybody).
+public struct FlowController: Sendable {
+    /// Tuning; the defaults suit the reference machine (DESIGN §6).
+    public struct Configuration: Sendable, Equatable {
+        /// Readings in flight across all connections.
+        public var budget: Int
+        /// The most credit one connection holds plus has in flight, however few connections there are.
+        public var maxWindow: Int
+        /// Grants smaller than this fraction of a connection's share are deferred (fewer `Credit` frames)
+        /// while the connection still has readings in flight.
+        public var grantFraction: Double
+        /// Stop granting above this write-queue depth (readings).
+        public var queueHighWater: Int
+        /// Resume granting below this write-queue depth (readings).
+        public var queueLowWater: Int
+        /// Stop granting while commit latency p99 is above this, in seconds.
+        public var latencyTarget: Double
+
+        public init(
+            budget: Int = 1_000_000, maxWindow: Int = 262_144, grantFraction: Double = 0.25,
+            queueHighWater: Int = 600_000, queueLowWater: Int = 200_000, latencyTarget: Double = 0.5
+        ) {
+            precondition(budget > 0 && maxWindow > 0, "budget and window must be positive")
+            precondition(queueLowWater <= queueHighWater, "the low-water mark must not exceed the high-water mark")
+            self.budget = budget
+            self.maxWindow = maxWindow
+            self.grantFraction = grantFraction
+            self.queueHighWater = queueHighWater
+            self.queueLowWater = queueLowWater
+            self.latencyTarget = latencyTarget
+        }
+    }
+
+    /// Identifies one connection (the server's session id).
+    public typealias ConnectionID = UInt64
+
+    /// Credit to send to one connection.
+    public struct Grant: Sendable, Equatable {
+        public var connection: ConnectionID
+        public var readings: Int
+        public init(connection: ConnectionID, readings: Int) {
+            self.connection = connection
+            self.readings = readings
+        }
+    }
+
+    /// Why granting is withheld, or nil while credit flows.
+    public enum Withholding: Sendable, Equatable {
+        case queueAboveHighWater(depth: Int)
+        case commitLatencyAboveTarget(p99: Double)
+        case draining
+    }
+
+    public let configuration: Configuration
+    private var ledgers: [ConnectionID: CreditLedger] = [:]
+    /// Connections that were left short of their share, first come first served.
+    private var waiting: [ConnectionID] = []
+    /// Readings still in flight from connections that have closed: they occupy the queue until they finish.
+    private var orphanedInFlight = 0
+    public private(set) var withholding: Withholding?
+    private var queueDepth = 0
+    private var latencyP99 = 0.0
+
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    /// Readings in flight now, across every connection (held + received and unfinished).
+    public private(set) var outstanding = 0
+
+    /// Credit held by clients right now.
+    public var creditHeld: Int { ledgers.values.reduce(0) { $0 + $1.held } }
+
+    /// Connections open.
+    public var connections: Int { ledgers.count }
+
+    /// The ledger of `connection`, if open.
+    public func ledger(_ connection: ConnectionID) -> CreditLedger? { ledgers[connection] }
+
+    /// The most one connection may have outstanding with the current number of connections.
+    public var fairShare: Int {
+        max(1, min(configuration.maxWindow, configuration.budget / max(1, ledgers.count)))
+    }
+
+    private var available: Int { configuration.budget - outstanding }
+
+    /// Opens `connection`'s ledger and returns its first window (the `Welcome`'s initial credit). It can be
+    /// 0 when the budget is exhausted; the connection is then first in line for budget that frees up.
+    public mutating func open(_ connection: ConnectionID) -> Int {
+        precondition(ledgers[connection] == nil, "connection \(connection) opened twice")
+        ledgers[connection] = CreditLedger()
+        let grants = grantIfShort(connection, ignoringThreshold: true)
+        return grants.first?.readings ?? 0
+    }
+
+    /// Closes `connection`: its held credit returns to the budget at once, its in-flight readings when they
+    /// finish (`finished` still accepts them). Returns grants for connections that can now use the budget.
+    public mutating func close(_ connection: ConnectionID) -> [Grant] {
+        guard var ledger = ledgers.removeValue(forKey: connection) else { return [] }
+        outstanding -= ledger.closeHeld()
+        orphanedInFlight += ledger.inFlight
+        waiting.removeAll { $0 == connection }
+        return distribute(after: nil)
+    }
+
+    /// A batch of `readings` arrived on `connection`.
+    public mutating func batchReceived(_ connection: ConnectionID, readings: Int) -> CreditLedger.Action {
+        guard var ledger = ledgers[connection] else {
+            preconditionFailure("batch received on connection \(connection), which is not open")
+        }
+        let action = ledger.batchReceived(readings: readings)
+        ledgers[connection] = ledger
+        return action
+    }
+
+    /// A batch of `readings` from `connection` finished (committed, duplicate, or rejected whole). Returns the
+    /// grants this makes possible: connections waiting for budget first, then `connection` itself.
+    public mutating func finished(_ connection: ConnectionID, readings: Int) -> [Grant] {
+        if var ledger = ledgers[connection] {
+            ledger.finished(readings: readings)
+            ledgers[connection] = ledger
+        } else {
+            precondition(readings <= orphanedInFlight, "finished readings of a closed connection twice")
+            orphanedInFlight -= readings
+        }
+        outstanding -= readings
+        return distribute(after: ledgers[connection] == nil ? nil : connection)
+    }
+
+    /// Feeds the writer pool's current queue depth and commit latency p99 (seconds). Returns grants when this
+    /// ends a period of withholding.
+    public mutating func observe(queueDepth: Int, commitLatencyP99: Double) -> [Grant] {
+        self.queueDepth = queueDepth
+        self.latencyP99 = commitLatencyP99
+        switch withholding {
+        case .draining:
+            return []
+        case nil:
+            if queueDepth > configuration.queueHighWater {
+                withholding = .queueAboveHighWater(depth: queueDepth)
+            } else if commitLatencyP99 > configuration.latencyTarget {
+                withholding = .commitLatencyAboveTarget(p99: commitLatencyP99)
+            }
+            return []
+        case .queueAboveHighWater, .commitLatencyAboveTarget:
+            let latencyOK = commitLatencyP99 <= configuration.latencyTarget || queueDepth == 0
+            guard queueDepth < configuration.queueLowWater && latencyOK else {
+                withholding =
+                    queueDepth >= configuration.queueLowWater
+                    ? .queueAboveHighWater(depth: queueDepth) : .commitLatencyAboveTarget(p99: commitLatencyP99)
+                return []
+            }
+            withholding = nil
+            // Everybody short may be owed credit now: the waiting line first, then the rest, least served first.
+            let rest = ledgers.sorted { $0.value.outstanding < $1.value.outstanding }.map(\.key)
+            for id in rest where !waiting.contains(id) { waiting.append(id) }
+            return distribute(after: nil)
+        }
+    }
+
+    /// The server is draining: no credit is granted from now on.
+    public mutating func stopGranting() {
+        withholding = .draining
+        waiting.removeAll()
+    }
+
+    // MARK: - Granting
+
+    /// Serves the waiting line, then `connection`.
+    private mutating func distribute(after connection: ConnectionID?) -> [Grant] {
+        guard withholding == nil else { return [] }
+        var grants: [Grant] = []
+        var stillWaiting: [ConnectionID] = []
+        let line = waiting
+        waiting = []
+        for id in line {
+            if available <= 0 {
+                stillWaiting.append(id)
+                continue
+            }
+            grants += grantIfShort(id, ignoringThreshold: false, requeue: false)
+            if let ledger = ledgers[id], fairShare - ledger.outstanding >= threshold(for: ledger) {
+                stillWaiting.append(id)
+            }
+        }
+        waiting = stillWaiting + waiting
+        if let connection, !waiting.contains(connection) {
+            grants += grantIfShort(connection, ignoringThreshold: false)
+        }
+        return grants
+    }
+
+    /// The smallest deficit worth a `Credit` frame: a fraction of the share while the connection has readings
+    /// in flight (their finishing will trigger another look), anything at all once it has none (nothing else
+    /// would, and the client may be waiting for room for one more batch).
+    private func threshold(for ledger: CreditLedger) -> Int {
+        ledger.inFlight == 0 ? 1 : max(1, Int(Double(fairShare) * configuration.grantFraction))
+    }
+
+    /// Grants `connection` what it lacks of its fair share, as far as the budget allows; if the budget falls
+    /// short, it joins the waiting line.
+    private mutating func grantIfShort(
+        _ connection: ConnectionID, ignoringThreshold: Bool, requeue: Bool = true
+    ) -> [Grant] {
+        guard withholding == nil, var ledger = ledgers[connection] else { return [] }
+        let deficit = fairShare - ledger.outstanding
+        guard deficit > 0, ignoringThreshold || deficit >= threshold(for: ledger) else { return [] }
+        let amount = min(deficit, available)
+        if amount < deficit, requeue, !waiting.contains(connection) { waiting.append(connection) }
+        guard amount > 0 else { return [] }
+        ledger.granted(amount)
+        ledgers[connection] = ledger
+        outstanding += amount
+        return [Grant(connection: connection, readings: amount)]
+    }
+}

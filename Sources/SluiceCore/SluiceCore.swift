@@ -1,2 +1,0 @@
-// Pure logic lives here: credit ledger, session state machine, validation (see the sluiced issue).
-import SluiceProtocol

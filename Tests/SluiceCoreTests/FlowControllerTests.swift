@@ -1,0 +1,212 @@
+import Testing
+
+@testable import SluiceCore
+
+@Suite struct FlowControllerTests {
+    typealias Grant = FlowController.Grant
+
+    func controller(
+        budget: Int = 1_000, maxWindow: Int = 1_000, high: Int = 10_000, low: Int = 5_000, latency: Double = 0.5
+    ) -> FlowController {
+        FlowController(
+            configuration: .init(
+                budget: budget, maxWindow: maxWindow, grantFraction: 0.25, queueHighWater: high, queueLowWater: low,
+                latencyTarget: latency))
+    }
+
+    @Test func firstConnectionGetsItsWholeShareInWelcome() {
+        var flow = controller(budget: 1_000, maxWindow: 600)
+        #expect(flow.open(1) == 600)
+        #expect(flow.outstanding == 600 && flow.creditHeld == 600)
+    }
+
+    @Test func connectionOpenedWhenTheBudgetIsSpentWaitsAndIsServedFirst() {
+        var flow = controller()
+        #expect(flow.open(1) == 1_000)
+        #expect(flow.open(2) == 0, "nothing left of the budget")
+        #expect(flow.batchReceived(1, readings: 1_000) == .accepted)
+        // Connection 1 is now above its share (500): what it frees goes to connection 2.
+        #expect(flow.finished(1, readings: 500) == [Grant(connection: 2, readings: 500)])
+        #expect(flow.finished(1, readings: 500) == [Grant(connection: 1, readings: 500)])
+        #expect(flow.outstanding == 1_000)
+    }
+
+    @Test func commitGrantsWhatTheConnectionLacksOfItsShare() {
+        var flow = controller()
+        _ = flow.open(1)
+        _ = flow.batchReceived(1, readings: 1_000)
+        #expect(flow.finished(1, readings: 300) == [Grant(connection: 1, readings: 300)])
+    }
+
+    @Test func smallDeficitIsDeferredWhileReadingsAreStillInFlight() {
+        var flow = controller()
+        _ = flow.open(1)
+        _ = flow.batchReceived(1, readings: 1_000)
+        #expect(flow.finished(1, readings: 100).isEmpty, "100 < a quarter of the share, 900 still in flight")
+        #expect(flow.finished(1, readings: 200) == [Grant(connection: 1, readings: 300)])
+    }
+
+    @Test func lastInFlightBatchFinishingGrantsAnyDeficit() {
+        var flow = controller()
+        _ = flow.open(1)
+        _ = flow.batchReceived(1, readings: 10)
+        #expect(flow.finished(1, readings: 10) == [Grant(connection: 1, readings: 10)])
+    }
+
+    @Test func creditViolationIsReportedAndChangesNothing() {
+        var flow = controller()
+        _ = flow.open(1)
+        #expect(flow.batchReceived(1, readings: 1_001) == .violation(held: 1_000, sent: 1_001))
+        #expect(flow.outstanding == 1_000)
+    }
+
+    @Test func queueAboveHighWaterWithholdsCreditUntilBelowLowWater() {
+        var flow = controller(high: 10_000, low: 5_000)
+        _ = flow.open(1)
+        _ = flow.batchReceived(1, readings: 1_000)
+        #expect(flow.observe(queueDepth: 10_001, commitLatencyP99: 0.01).isEmpty)
+        #expect(flow.withholding == .queueAboveHighWater(depth: 10_001))
+        #expect(flow.finished(1, readings: 1_000).isEmpty, "no grants while withheld")
+        #expect(flow.observe(queueDepth: 7_000, commitLatencyP99: 0.01).isEmpty, "hysteresis: between the marks")
+        #expect(flow.withholding != nil)
+        #expect(flow.observe(queueDepth: 4_999, commitLatencyP99: 0.01) == [Grant(connection: 1, readings: 1_000)])
+        #expect(flow.withholding == nil)
+    }
+
+    @Test func queueBetweenTheMarksDoesNotStartWithholding() {
+        var flow = controller(high: 10_000, low: 5_000)
+        _ = flow.open(1)
+        #expect(flow.observe(queueDepth: 10_000, commitLatencyP99: 0.01).isEmpty)
+        #expect(flow.withholding == nil)
+    }
+
+    @Test func slowCommitsWithholdCreditUntilLatencyRecovers() {
+        var flow = controller(latency: 0.5)
+        _ = flow.open(1)
+        _ = flow.batchReceived(1, readings: 1_000)
+        _ = flow.observe(queueDepth: 100, commitLatencyP99: 0.8)
+        #expect(flow.withholding == .commitLatencyAboveTarget(p99: 0.8))
+        #expect(flow.finished(1, readings: 1_000).isEmpty)
+        #expect(flow.observe(queueDepth: 100, commitLatencyP99: 0.7).isEmpty)
+        #expect(flow.observe(queueDepth: 100, commitLatencyP99: 0.2) == [Grant(connection: 1, readings: 1_000)])
+    }
+
+    @Test func emptyQueueEndsWithholdingEvenWithAStaleLatencyFigure() {
+        var flow = controller(latency: 0.5)
+        _ = flow.open(1)
+        _ = flow.batchReceived(1, readings: 1_000)
+        _ = flow.observe(queueDepth: 100, commitLatencyP99: 2)
+        _ = flow.finished(1, readings: 1_000)
+        #expect(flow.observe(queueDepth: 0, commitLatencyP99: 2) == [Grant(connection: 1, readings: 1_000)])
+    }
+
+    @Test func resumingServesTheLeastServedConnectionFirst() {
+        var flow = controller(budget: 1_000, maxWindow: 1_000)
+        _ = flow.open(1)
+        _ = flow.open(2)  // waits: budget spent by 1
+        _ = flow.batchReceived(1, readings: 1_000)
+        _ = flow.observe(queueDepth: 20_000, commitLatencyP99: 0)
+        _ = flow.finished(1, readings: 1_000)
+        let grants = flow.observe(queueDepth: 0, commitLatencyP99: 0)
+        #expect(grants == [Grant(connection: 2, readings: 500), Grant(connection: 1, readings: 500)])
+    }
+
+    @Test func closingReturnsHeldCreditToWaitingConnections() {
+        var flow = controller()
+        _ = flow.open(1)
+        #expect(flow.open(2) == 0)
+        #expect(flow.close(1) == [Grant(connection: 2, readings: 1_000)])
+        #expect(flow.connections == 1)
+    }
+
+    @Test func readingsInFlightOfAClosedConnectionCountUntilTheyFinish() {
+        var flow = controller()
+        _ = flow.open(1)
+        _ = flow.batchReceived(1, readings: 600)
+        _ = flow.close(1)
+        #expect(flow.outstanding == 600)
+        #expect(flow.open(2) == 400, "only what the orphaned batches leave")
+        #expect(flow.finished(1, readings: 600) == [Grant(connection: 2, readings: 600)])
+        #expect(flow.outstanding == 1_000)
+    }
+
+    @Test func drainingStopsAllGrants() {
+        var flow = controller()
+        _ = flow.open(1)
+        _ = flow.batchReceived(1, readings: 1_000)
+        flow.stopGranting()
+        #expect(flow.finished(1, readings: 1_000).isEmpty)
+        #expect(flow.observe(queueDepth: 0, commitLatencyP99: 0).isEmpty)
+        #expect(flow.withholding == .draining)
+    }
+
+    @Test func flatOutProducerCannotTakeASlowProducersShare() {
+        var flow = controller(budget: 1_000, maxWindow: 1_000)
+        _ = flow.open(1)
+        _ = flow.open(2)
+        // Drain the initial imbalance: 1 got everything before 2 connected.
+        _ = flow.batchReceived(1, readings: 1_000)
+        var granted: [UInt64: Int] = [:]
+        for g in flow.finished(1, readings: 1_000) { granted[g.connection, default: 0] += g.readings }
+        // The fast producer cycles its credit many times; the slow one sends nothing.
+        for _ in 0..<100 {
+            let held = flow.ledger(1)!.held
+            guard held > 0 else { break }
+            _ = flow.batchReceived(1, readings: held)
+            _ = flow.finished(1, readings: held)
+        }
+        #expect(flow.ledger(2)!.outstanding == 500, "the slow producer keeps its fair share")
+        #expect(flow.ledger(1)!.outstanding <= 500)
+    }
+
+    @Test func budgetIsNeverExceededUnderRandomTraffic() {
+        var rng = SplitMix(seed: 42)
+        var flow = controller(budget: 5_000, maxWindow: 2_000)
+        var open: [UInt64] = []
+        var inFlight: [UInt64: [Int]] = [:]
+        var next: UInt64 = 1
+        for _ in 0..<20_000 {
+            switch rng.next() % 6 {
+            case 0 where open.count < 12:
+                _ = flow.open(next)
+                open.append(next)
+                next += 1
+            case 1 where !open.isEmpty && rng.next() % 10 == 0:
+                let id = open.remove(at: Int(rng.next() % UInt64(open.count)))
+                _ = flow.close(id)
+            case 2...3 where !open.isEmpty:
+                let id = open[Int(rng.next() % UInt64(open.count))]
+                let held = flow.ledger(id)!.held
+                if held > 0 {
+                    let n = Int(rng.next() % UInt64(held)) + 1
+                    #expect(flow.batchReceived(id, readings: n) == .accepted)
+                    inFlight[id, default: []].append(n)
+                }
+            case 4:
+                if let id = inFlight.keys.randomElement(using: &rng), var batches = inFlight[id], !batches.isEmpty {
+                    let n = batches.removeFirst()
+                    inFlight[id] = batches.isEmpty ? nil : batches
+                    _ = flow.finished(id, readings: n)
+                }
+            default:
+                _ = flow.observe(queueDepth: Int(rng.next() % 20_000), commitLatencyP99: 0.01)
+            }
+            #expect(flow.outstanding <= 5_000)
+            let sum = open.reduce(0) { $0 + flow.ledger($1)!.outstanding }
+            #expect(sum <= flow.outstanding)
+        }
+    }
+}
+
+/// A tiny deterministic generator, so the random-traffic test replays the same way every run.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
