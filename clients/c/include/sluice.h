@@ -1,8 +1,319 @@
-/* libsluice: the C client library for sluiced. The API arrives with the libsluice issue. */
+/*
+ * libsluice: the C client library for sluiced.
+ *
+ * sluiced stores sensor readings in PostgreSQL and acknowledges a batch only once its transaction has
+ * committed. libsluice gives firmware and gateway code one opaque handle per producer that:
+ *
+ *   - groups readings into columnar series (times as deltas, values as scaled integers when that is
+ *     lossless, else doubles) and zstd-compresses batches when that makes them smaller;
+ *   - sends only as many readings as the server granted credit for, splitting batches to fit;
+ *   - keeps every batch until it is acknowledged, reconnects with capped exponential backoff, and resends
+ *     unacknowledged batches in sequence order, so each reading lands in the table exactly once;
+ *   - answers heartbeats, notices a silent server, follows GoAway;
+ *   - never allocates more than the memory ceiling fixed at creation, and allocates only through the
+ *     caller's allocator when one is given (the library's own memory, protobuf-c's and zstd's alike).
+ *
+ * Typical blocking use (see examples/sensor_loop.c):
+ *
+ *     sluice_config cfg;
+ *     sluice_config_init(&cfg);
+ *     cfg.endpoints = "127.0.0.1:7878";
+ *     memcpy(cfg.producer_id, my_stable_16_byte_id, 16);
+ *     sluice_client *c = sluice_create(&cfg);
+ *     if (c == NULL || sluice_err(c) != SLUICE_OK) { ... sluice_errstr(c) ...; sluice_close(c); }
+ *     sluice_connect(c);                      // failure is not final: the handle keeps retrying
+ *     for (;;) {
+ *         sluice_append(c, "boiler-7", "temp_c", now_us, 21.37, 0);
+ *         sluice_send(c);                     // hands the readings to the wire as credit allows
+ *         sluice_poll(c, 1000);               // reads acks and credit, heartbeats, reconnects
+ *     }
+ *     sluice_flush(c, 5000);                  // wait until everything is acknowledged
+ *     sluice_close(c);
+ *
+ * Non-blocking use: set `cfg.nonblocking = 1`, then in your own poll loop wait on sluice_fd() for
+ * sluice_events() with a timeout of at most sluice_timeout_ms(), and call sluice_poll(c, 0) whenever the fd
+ * is ready or the timeout passed. sluice_connect() and sluice_send() then never wait.
+ *
+ * Conventions (as in hiredis and zstd):
+ *   - Every call that can fail returns a sluice_status: SLUICE_OK (0) or a negative code. The handle keeps
+ *     the last code (sluice_err) and a sentence a person can act on (sluice_errstr). Nothing is printed,
+ *     errno is never the error channel, the library never exits or aborts.
+ *   - Transient errors (connection lost, server silent, protocol violation by the server) are reported
+ *     once by the call during which they happened; the handle stays usable and reconnects by itself.
+ *     Fatal errors (bad token, permission denied, unsupported protocol version) are sticky: every later
+ *     call returns them until sluice_close().
+ *
+ * Thread safety: no global state and no hidden threads. A handle may be used from any thread, but by one
+ * thread at a time (serialise calls on one handle yourself). Different handles are independent. The
+ * allocator hooks and the ack callback are called only from inside calls on the handle, on the calling
+ * thread. Name resolution of a non-numeric host uses getaddrinfo(), which blocks and allocates through the
+ * C library; give numeric addresses (e.g. "10.0.0.5:7878", "[::1]:7878") to avoid both.
+ *
+ * The wire protocol is proto/sluice/v1/sluice.proto and DESIGN.md §2 in the sluice repository.
+ */
 #ifndef SLUICE_H
 #define SLUICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Version ---------------------------------------------------------------------------------------- */
+
 #define SLUICE_VERSION_MAJOR 0
 #define SLUICE_VERSION_MINOR 1
 #define SLUICE_VERSION_PATCH 0
+/** MAJOR * 10000 + MINOR * 100 + PATCH, e.g. 100 for 0.1.0. */
+#define SLUICE_VERSION_NUMBER (SLUICE_VERSION_MAJOR * 10000 + SLUICE_VERSION_MINOR * 100 + SLUICE_VERSION_PATCH)
+#define SLUICE_VERSION_STRING "0.1.0"
+
+/** The version of the library actually linked, as SLUICE_VERSION_NUMBER (compare with the macro). */
 unsigned sluice_version_number(void);
+/** The linked version as text, e.g. "0.1.0". */
+const char *sluice_version_string(void);
+
+/* ---- Status codes ----------------------------------------------------------------------------------- */
+
+typedef enum sluice_status {
+    SLUICE_OK = 0,
+    SLUICE_ERR_INVALID = -1,         /* bad argument, config or reading (the message names which)      */
+    SLUICE_ERR_NOMEM = -2,           /* the allocator returned NULL                                      */
+    SLUICE_ERR_FULL = -3,            /* would exceed the memory ceiling: nothing was added; let acks
+                                        free memory (sluice_send/sluice_poll/sluice_flush), then retry   */
+    SLUICE_ERR_TIMEOUT = -4,         /* the call's time ran out; nothing is lost, data stays buffered    */
+    SLUICE_ERR_CONNECT = -5,         /* no endpoint accepted a connection (transient, retried)           */
+    SLUICE_ERR_IO = -6,              /* the connection broke or the server went silent (transient)       */
+    SLUICE_ERR_PROTOCOL = -7,        /* the server broke the wire protocol (transient, reconnects)       */
+    SLUICE_ERR_FRAME_TOO_LARGE = -8, /* a server frame, or its zstd decompression, exceeded
+                                        max_server_frame_bytes (transient, reconnects)                   */
+    SLUICE_ERR_AUTH = -9,            /* UNAUTHENTICATED or PERMISSION_DENIED (fatal)                     */
+    SLUICE_ERR_UNSUPPORTED = -10,    /* the server speaks another protocol version (fatal)               */
+    SLUICE_ERR_REJECTED = -11,       /* the server rejected a batch whole (INVALID_ARGUMENT); that batch
+                                        was dropped, the rest continues                                  */
+    SLUICE_ERR_SERVER = -12,         /* the server reported an error (UNAVAILABLE, INTERNAL, ...);
+                                        transient, reconnects                                            */
+    SLUICE_ERR_STATE = -13           /* call not valid now (e.g. the handle failed to be created)        */
+} sluice_status;
+
+/** A fixed name for a status code, e.g. "SLUICE_ERR_FULL". Never NULL. */
+const char *sluice_strerror(int status);
+
+/* ---- Configuration ---------------------------------------------------------------------------------- */
+
+/**
+ * Allocator hooks. When given, every byte the library allocates (its own buffers, protobuf-c's decoded
+ * messages, zstd's contexts) comes from malloc_fn and goes back through free_fn. Both are called with
+ * `opaque`. malloc_fn returns NULL on failure (the call then fails with SLUICE_ERR_NOMEM). The memory
+ * returned must be aligned for any type (like malloc).
+ */
+typedef struct sluice_allocator {
+    void *(*malloc_fn)(void *opaque, size_t size);
+    void (*free_fn)(void *opaque, void *ptr);
+    void *opaque;
+} sluice_allocator;
+
+/** What an ack callback is told about one batch. Pointers are valid only during the callback. */
+typedef struct sluice_ack {
+    uint64_t seq;                 /* the batch's sequence number                                       */
+    uint32_t readings;            /* readings the batch held                                           */
+    uint32_t accepted;            /* written to the readings table                                     */
+    uint32_t rejected;            /* written to the dead-letter table (bad value, timestamp, name)     */
+    int duplicate;                /* 1: this seq had been committed before; nothing was written again  */
+    int dropped;                  /* 1: the server rejected the batch whole; it was dropped, not stored */
+    int first_reject_code;        /* RejectCode of the first rejected reading (0 if none), or the status
+                                     code of the rejection when dropped                                */
+    const char *first_reject_message; /* e.g. "value is NaN"; "" if none                               */
+} sluice_ack;
+
+typedef void (*sluice_ack_fn)(void *user, const sluice_ack *ack);
+
+/**
+ * Configuration. Call sluice_config_init() first, then set what you need; a zero numeric field means
+ * "the default" (shown in brackets). sluice_create() copies everything it needs: the struct and the
+ * strings may be freed afterwards.
+ */
+typedef struct sluice_config {
+    /** Required. "host:port", or several separated by commas, tried in order and rotated on failure.
+        IPv6 as "[::1]:7878". Port defaults to 7878 when omitted. */
+    const char *endpoints;
+    /** Bearer token; NULL or "" when the server accepts anonymous loopback clients. At most 4096 bytes. */
+    const char *token;
+    /** Required, not all zero. The producer's stable identity: keep it across restarts of the device,
+        since the server deduplicates batches by (producer_id, seq). */
+    uint8_t producer_id[16];
+    /** Sent in Hello for the server's logs [libsluice]. */
+    const char *client_name;
+
+    uint32_t connect_timeout_ms;  /* TCP connect + handshake [5000]                                     */
+    uint32_t io_timeout_ms;       /* how long blocking sluice_connect/sluice_send wait [30000]          */
+    uint32_t reconnect_min_ms;    /* first backoff delay after a failure [100]                          */
+    uint32_t reconnect_max_ms;    /* cap of the exponential backoff (with jitter) [5000]                */
+
+    /** Ceiling on all memory the library holds at any moment, including protobuf-c's and zstd's [8 MiB].
+        Buffered readings may use what is left after fixed buffers and the reserves for encoding one
+        batch and decoding one server frame; sluice_create() fails with SLUICE_ERR_INVALID, naming the
+        minimum, if the ceiling is too small for those. */
+    size_t memory_limit;
+    /** Largest batch in readings [10000]; the server's Welcome may lower it. */
+    uint32_t max_batch_readings;
+    /** Largest batch frame in bytes before compression [262144]; the server's Welcome may lower it. */
+    uint32_t max_batch_bytes;
+    /** Largest server frame accepted, on the wire and after decompression [65536]. Server frames are
+        small (acks, credit); anything larger is SLUICE_ERR_FRAME_TOO_LARGE. */
+    uint32_t max_server_frame_bytes;
+    /** zstd level for batches [3]; -1 disables compression. Compression is used only when it pays. */
+    int compression_level;
+
+    /** 0: blocking mode. 1: non-blocking mode, driven by your poll loop (see top of file). */
+    int nonblocking;
+
+    /** Optional allocator hooks (see sluice_allocator); NULL = malloc/free. Copied at create. */
+    const sluice_allocator *allocator;
+
+    /** Optional: called once per acknowledged or dropped batch, from inside sluice_* calls. */
+    sluice_ack_fn on_ack;
+    void *on_ack_user;
+} sluice_config;
+
+/** Fills `cfg` with the defaults (all zero: every field takes its default). */
+void sluice_config_init(sluice_config *cfg);
+
+/* ---- Lifetime --------------------------------------------------------------------------------------- */
+
+typedef struct sluice_client sluice_client; /* opaque */
+
+/**
+ * Creates a handle; does not connect. Returns NULL only if the allocator could not provide the handle
+ * itself. Otherwise check sluice_err(): if it is not SLUICE_OK the config was refused (the message says
+ * why) and the handle is only good for sluice_errstr() and sluice_close().
+ */
+sluice_client *sluice_create(const sluice_config *cfg);
+
+/**
+ * Closes the connection and frees everything, including readings not yet acknowledged (call
+ * sluice_flush() first to wait for them). NULL is allowed.
+ */
+void sluice_close(sluice_client *c);
+
+/* ---- Errors ----------------------------------------------------------------------------------------- */
+
+/** The status of the last call that failed or reported an event (SLUICE_OK if none). */
+int sluice_err(const sluice_client *c);
+/** A sentence describing that status, e.g. "connection to 127.0.0.1:7878 lost: closed by the server".
+    Never NULL (also for a NULL handle); valid until the next call on the handle. */
+const char *sluice_errstr(const sluice_client *c);
+
+/* ---- Connecting ------------------------------------------------------------------------------------- */
+
+/**
+ * Starts connecting. Blocking mode: tries each endpoint once and returns SLUICE_OK when the session is
+ * open (Welcome received, unacknowledged batches queued for resending), or the last error. Non-blocking
+ * mode: starts the attempt and returns SLUICE_OK; sluice_poll() completes it.
+ * Whatever the result, the handle keeps reconnecting by itself from then on (in sluice_poll, sluice_send,
+ * sluice_flush), until a fatal error or sluice_close().
+ */
+int sluice_connect(sluice_client *c);
+
+/** Connection state, for logs and tests. */
+typedef enum sluice_state {
+    SLUICE_STATE_IDLE = 0,       /* sluice_connect() not called yet                            */
+    SLUICE_STATE_CONNECTING = 1, /* TCP connect or handshake in progress                       */
+    SLUICE_STATE_READY = 2,      /* session open                                               */
+    SLUICE_STATE_DRAINING = 3,   /* the server sent GoAway: waiting for outstanding acks       */
+    SLUICE_STATE_BACKOFF = 4,    /* disconnected, waiting before the next attempt              */
+    SLUICE_STATE_FAILED = 5      /* fatal error; see sluice_errstr()                           */
+} sluice_state;
+sluice_state sluice_get_state(const sluice_client *c);
+
+/* ---- Readings --------------------------------------------------------------------------------------- */
+
+/**
+ * Adds one reading to the open batch (no I/O). `device_id`: 1-64 bytes of [A-Za-z0-9._:-]; `metric`: 1-64
+ * bytes of [a-z0-9_.]; `time_us`: Unix time in microseconds; `quality`: 0 = good. Readings of the same
+ * device and metric form one series; keep each series in time order for the smallest encoding.
+ * Returns SLUICE_ERR_INVALID for a bad name, SLUICE_ERR_FULL if the memory ceiling would be exceeded
+ * (nothing added). Values are sent as given: the server dead-letters NaN and infinities.
+ */
+int sluice_append(sluice_client *c, const char *device_id, const char *metric, int64_t time_us,
+                  double value, uint32_t quality);
+
+/**
+ * Adds `n` readings of one series at once; all of them or none (SLUICE_ERR_FULL / SLUICE_ERR_INVALID).
+ * `quality` may be NULL (all good).
+ */
+int sluice_append_series(sluice_client *c, const char *device_id, const char *metric, size_t n,
+                         const int64_t *times_us, const double *values, const uint32_t *quality);
+
+/**
+ * Closes the open batch and hands its readings to the wire. They go out in batches of at most the credit
+ * held, max_batch_readings and max_batch_bytes, each with the next sequence number.
+ * Blocking mode: waits (up to io_timeout_ms, reconnecting as needed) until every submitted reading is in a
+ * batch written to the socket; SLUICE_ERR_TIMEOUT if credit or the connection did not allow it in time
+ * (nothing is lost: the rest goes out later). Non-blocking mode: sends what it can now and returns
+ * SLUICE_OK; sluice_poll() sends the rest as credit arrives.
+ */
+int sluice_send(sluice_client *c);
+
+/**
+ * Submits the open batch (as sluice_send) and waits until every reading is acknowledged by the server,
+ * or `timeout_ms` passes (SLUICE_ERR_TIMEOUT). Waits in both modes; 0 checks without waiting.
+ */
+int sluice_flush(sluice_client *c, int timeout_ms);
+
+/* ---- Driving the connection ------------------------------------------------------------------------- */
+
+/**
+ * Does all pending work: reads acks, credit, heartbeats and GoAway; writes submitted batches as credit
+ * allows; resends after a reconnect; reconnects when the backoff delay has passed. Waits up to
+ * `timeout_ms` for the socket or a timer if there is nothing to do right now (0 = never wait; the usual
+ * value in non-blocking mode). Returns SLUICE_OK, or the error of an event that happened during the call
+ * (e.g. SLUICE_ERR_IO when the connection was lost; the handle is then already planning to reconnect).
+ */
+int sluice_poll(sluice_client *c, int timeout_ms);
+
+#define SLUICE_WANT_READ 1  /* wait for the fd to be readable (POLLIN)  */
+#define SLUICE_WANT_WRITE 2 /* wait for the fd to be writable (POLLOUT) */
+
+/** The socket to wait on, or -1 when there is none right now (then just honour sluice_timeout_ms). */
+int sluice_fd(const sluice_client *c);
+/** SLUICE_WANT_READ / SLUICE_WANT_WRITE bits for sluice_fd(). */
+int sluice_events(const sluice_client *c);
+/** Milliseconds until sluice_poll() must be called even without socket events (heartbeat, backoff,
+    timeouts); -1 when no timer is pending. */
+int sluice_timeout_ms(const sluice_client *c);
+
+/* ---- Statistics ------------------------------------------------------------------------------------- */
+
+typedef struct sluice_stats {
+    uint64_t readings_open;     /* appended, not yet submitted by sluice_send/sluice_flush            */
+    uint64_t readings_queued;   /* submitted, not yet in a batch                                      */
+    uint64_t readings_unacked;  /* in batches sent or waiting to be resent, not yet acknowledged      */
+    uint64_t batches_unacked;
+    uint64_t credit;            /* readings the server currently allows                               */
+    uint64_t credit_stalls;     /* times sending stopped because credit ran out                       */
+    uint64_t batches_acked;     /* including duplicates                                               */
+    uint64_t batches_duplicate;
+    uint64_t batches_dropped;   /* rejected whole by the server                                       */
+    uint64_t readings_accepted;
+    uint64_t readings_rejected; /* dead-lettered by the server                                        */
+    uint64_t last_seq;          /* highest seq assigned so far (0 = none)                             */
+    uint64_t connects;          /* sessions opened (Welcome received)                                 */
+    uint64_t resent_batches;    /* batches written again after a reconnect                            */
+    uint64_t wire_bytes;        /* batch frame bytes written (after compression), resends included    */
+    uint64_t batches_compressed;
+    size_t memory_used;         /* bytes held now, through the allocator                              */
+    size_t memory_peak;
+    size_t memory_limit;
+    size_t memory_for_readings; /* how much of the ceiling buffered readings may use                 */
+} sluice_stats;
+
+/** Fills `out`. */
+void sluice_get_stats(const sluice_client *c, sluice_stats *out);
+
+#ifdef __cplusplus
+}
 #endif
+#endif /* SLUICE_H */

@@ -1,0 +1,354 @@
+/* The public API: handle lifetime, configuration, readings, and the blocking/non-blocking calls. */
+#include <stdio.h>
+#include <string.h>
+
+#define ZSTD_STATIC_LINKING_ONLY /* memory estimates for the reserves */
+#include <zstd.h>
+
+#include "internal.h"
+
+#define SL_DEFAULT_MEMORY (8u << 20)
+#define SL_MIN_FOR_READINGS (64u << 10)
+#define SL_MAX_TOKEN 4096
+#define SL_MAX_CLIENT_NAME 256
+
+int sl_seterr(sluice_client *c, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errstr, sizeof c->errstr, fmt, ap);
+    va_end(ap);
+    c->err = code;
+    return code;
+}
+
+void sluice_config_init(sluice_config *cfg) {
+    if (cfg != NULL) memset(cfg, 0, sizeof *cfg);
+}
+
+static void apply_defaults(sluice_config *k) {
+    if (k->connect_timeout_ms == 0) k->connect_timeout_ms = 5000;
+    if (k->io_timeout_ms == 0) k->io_timeout_ms = 30000;
+    if (k->reconnect_min_ms == 0) k->reconnect_min_ms = 100;
+    if (k->reconnect_max_ms == 0) k->reconnect_max_ms = 5000;
+    if (k->memory_limit == 0) k->memory_limit = SL_DEFAULT_MEMORY;
+    if (k->max_batch_readings == 0) k->max_batch_readings = 10000;
+    if (k->max_batch_bytes == 0) k->max_batch_bytes = 256u << 10;
+    if (k->max_server_frame_bytes == 0) k->max_server_frame_bytes = 64u << 10;
+    if (k->compression_level == 0) k->compression_level = 3;
+    if (k->client_name == NULL || k->client_name[0] == '\0') k->client_name = "libsluice";
+}
+
+static int validate(sluice_client *c, const sluice_config *k) {
+    if (k->endpoints == NULL || k->endpoints[0] == '\0')
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.endpoints is required, e.g. \"127.0.0.1:7878\"");
+    int nonzero = 0;
+    for (int i = 0; i < 16; i++) nonzero |= k->producer_id[i];
+    if (!nonzero)
+        return sl_seterr(c, SLUICE_ERR_INVALID,
+                         "config.producer_id is all zero: give the device a stable 16-byte id (the server "
+                         "deduplicates batches by it)");
+    if (k->token != NULL && strlen(k->token) > SL_MAX_TOKEN)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.token is longer than %d bytes", SL_MAX_TOKEN);
+    if (strlen(k->client_name) > SL_MAX_CLIENT_NAME)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.client_name is longer than %d bytes", SL_MAX_CLIENT_NAME);
+    if (k->reconnect_min_ms > k->reconnect_max_ms)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.reconnect_min_ms (%u) is above reconnect_max_ms (%u)",
+                         k->reconnect_min_ms, k->reconnect_max_ms);
+    if (k->max_batch_bytes < 1024)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.max_batch_bytes (%u) is below 1024", k->max_batch_bytes);
+    if (k->max_server_frame_bytes < 1024 || k->max_server_frame_bytes > (64u << 20))
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.max_server_frame_bytes (%u) is outside 1 KiB-64 MiB",
+                         k->max_server_frame_bytes);
+    if (k->compression_level < -1 || k->compression_level > ZSTD_maxCLevel())
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.compression_level %d is outside -1..%d", k->compression_level,
+                         ZSTD_maxCLevel());
+    return SLUICE_OK;
+}
+
+sluice_client *sluice_create(const sluice_config *cfg) {
+    sl_mem mem;
+    sl_mem_init(&mem, cfg ? cfg->allocator : NULL);
+    if (cfg != NULL && cfg->memory_limit != 0) mem.tier_limit[SL_TIER_FIXED] = cfg->memory_limit;
+    sluice_client *c = sl_alloc(&mem, sizeof *c, SL_TIER_FIXED);
+    if (c == NULL) return NULL;
+    memset(c, 0, sizeof *c);
+    c->mem = mem;
+    c->fd = -1;
+    c->next_seq = 1;
+    c->state = SLUICE_STATE_FAILED; /* until the config is accepted */
+    if (cfg == NULL) {
+        sl_seterr(c, SLUICE_ERR_INVALID, "config is NULL: fill one with sluice_config_init()");
+        return c;
+    }
+    c->cfg = *cfg;
+    c->cfg.allocator = NULL;
+    apply_defaults(&c->cfg);
+    if (validate(c, &c->cfg) != SLUICE_OK) return c;
+    c->mem.limit = c->cfg.memory_limit;
+    c->mem.tier_limit[SL_TIER_FIXED] = c->cfg.memory_limit;
+
+    /* Fixed buffers, counted against the ceiling like everything else. */
+    if (sl_parse_endpoints(c, c->cfg.endpoints) != SLUICE_OK) return c;
+    if (sl_encode_hello(c) != SLUICE_OK) return c;
+    c->rx_cap = 5 + (size_t)c->cfg.max_server_frame_bytes;
+    c->rx = sl_alloc(&c->mem, c->rx_cap, SL_TIER_FIXED);
+    if (c->rx == NULL) {
+        sl_seterr(c, c->mem.last_refusal == 2 ? SLUICE_ERR_NOMEM : SLUICE_ERR_INVALID,
+                  "no room for the %zu-byte receive buffer within memory_limit %zu", c->rx_cap, c->cfg.memory_limit);
+        return c;
+    }
+    /* The strings were only needed for Hello, which is encoded now. */
+    c->cfg.endpoints = NULL;
+    c->cfg.token = NULL;
+    c->cfg.client_name = NULL;
+
+    /* Reserves: encoding one batch (scratch, compressed copy, exact copy, delta columns, zstd context) and
+       decoding one server frame (zstd context, decompressed copy, protobuf-c's structures). */
+    size_t mb = c->cfg.max_batch_bytes;
+    size_t seal = 3 * (mb + 64) + 2 * 8 * (size_t)c->cfg.max_batch_readings + (16u << 10);
+    if (c->cfg.compression_level >= 0) {
+        int lvl = c->cfg.compression_level == 0 ? 3 : c->cfg.compression_level;
+        seal += ZSTD_estimateCCtxSize_usingCParams(ZSTD_getCParams(lvl, mb, 0)) + (16u << 10);
+    }
+    size_t sf = c->cfg.max_server_frame_bytes;
+    size_t recv = ZSTD_estimateDCtxSize() + (16u << 10) + 2 * sf + (32u << 10);
+    size_t fixed = c->mem.live;
+    size_t need = fixed + seal + recv + SL_MIN_FOR_READINGS;
+    if (c->cfg.memory_limit < need) {
+        sl_seterr(c, SLUICE_ERR_INVALID,
+                  "memory_limit %zu is below the minimum %zu for these settings (fixed %zu + encoding reserve %zu + "
+                  "receive reserve %zu + 64 KiB for readings): raise it, or lower max_batch_bytes, "
+                  "max_batch_readings, compression_level or max_server_frame_bytes",
+                  c->cfg.memory_limit, need, fixed, seal, recv);
+        return c;
+    }
+    c->mem.tier_limit[SL_TIER_READINGS] = c->cfg.memory_limit - seal - recv;
+    c->mem.tier_limit[SL_TIER_SEAL] = c->cfg.memory_limit - recv;
+    c->mem.tier_limit[SL_TIER_RECV] = c->cfg.memory_limit;
+    c->mem.tier = SL_TIER_RECV;
+
+    uint64_t seed = sl_now_ms() ^ (uint64_t)(uintptr_t)c;
+    for (int i = 0; i < 16; i++) seed = seed * 1099511628211ull ^ c->cfg.producer_id[i];
+    c->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
+    c->state = SLUICE_STATE_IDLE;
+    c->err = SLUICE_OK;
+    c->errstr[0] = '\0';
+    return c;
+}
+
+void sluice_close(sluice_client *c) {
+    if (c == NULL) return;
+    sl_drop_connection(c, 0);
+    sl_series_list_free(&c->mem, &c->open);
+    sl_series_list_free(&c->mem, &c->queue);
+    sl_batch *b = c->unacked_head;
+    while (b != NULL) {
+        sl_batch *next = b->next;
+        sl_batch_free(&c->mem, b);
+        b = next;
+    }
+    ZSTD_freeCCtx(c->cctx); /* zstd frees through the custom allocator it was created with */
+    ZSTD_freeDCtx(c->dctx);
+    sl_free(&c->mem, c->endpoint_text);
+    sl_free(&c->mem, c->endpoints);
+    sl_free(&c->mem, c->hello);
+    sl_free(&c->mem, c->rx);
+    sl_mem mem = c->mem;
+    sl_free(&mem, c);
+}
+
+/* ---- Errors --------------------------------------------------------------------------------------- */
+
+const char *sluice_strerror(int status) {
+    switch (status) {
+    case SLUICE_OK: return "SLUICE_OK";
+    case SLUICE_ERR_INVALID: return "SLUICE_ERR_INVALID";
+    case SLUICE_ERR_NOMEM: return "SLUICE_ERR_NOMEM";
+    case SLUICE_ERR_FULL: return "SLUICE_ERR_FULL";
+    case SLUICE_ERR_TIMEOUT: return "SLUICE_ERR_TIMEOUT";
+    case SLUICE_ERR_CONNECT: return "SLUICE_ERR_CONNECT";
+    case SLUICE_ERR_IO: return "SLUICE_ERR_IO";
+    case SLUICE_ERR_PROTOCOL: return "SLUICE_ERR_PROTOCOL";
+    case SLUICE_ERR_FRAME_TOO_LARGE: return "SLUICE_ERR_FRAME_TOO_LARGE";
+    case SLUICE_ERR_AUTH: return "SLUICE_ERR_AUTH";
+    case SLUICE_ERR_UNSUPPORTED: return "SLUICE_ERR_UNSUPPORTED";
+    case SLUICE_ERR_REJECTED: return "SLUICE_ERR_REJECTED";
+    case SLUICE_ERR_SERVER: return "SLUICE_ERR_SERVER";
+    case SLUICE_ERR_STATE: return "SLUICE_ERR_STATE";
+    default: return "SLUICE_ERR_UNKNOWN";
+    }
+}
+
+int sluice_err(const sluice_client *c) {
+    return c ? c->err : SLUICE_ERR_NOMEM;
+}
+
+const char *sluice_errstr(const sluice_client *c) {
+    if (c == NULL) return "no handle: the allocator could not provide one";
+    if (c->errstr[0] == '\0') return c->err == SLUICE_OK ? "no error" : sluice_strerror(c->err);
+    return c->errstr;
+}
+
+sluice_state sluice_get_state(const sluice_client *c) {
+    return c ? (sluice_state)c->state : SLUICE_STATE_FAILED;
+}
+
+/* Every operation starts here: a failed handle answers with its fatal error, others start clean. */
+static int begin(sluice_client *c) {
+    if (c == NULL) return SLUICE_ERR_STATE;
+    if (c->state == SLUICE_STATE_FAILED) return c->err != SLUICE_OK ? c->err : SLUICE_ERR_STATE;
+    c->err = SLUICE_OK;
+    c->errstr[0] = '\0';
+    return SLUICE_OK;
+}
+
+static int fatal(const sluice_client *c) {
+    return c->state == SLUICE_STATE_FAILED;
+}
+
+/* ---- Readings ------------------------------------------------------------------------------------- */
+
+int sluice_append_series(sluice_client *c, const char *device_id, const char *metric, size_t n,
+                         const int64_t *times_us, const double *values, const uint32_t *quality) {
+    int rc = begin(c);
+    if (rc != SLUICE_OK) return rc;
+    char why[200];
+    size_t dlen, mlen;
+    if (sl_check_device(device_id, &dlen, why, sizeof why) != SLUICE_OK ||
+        sl_check_metric(metric, &mlen, why, sizeof why) != SLUICE_OK)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "%s", why);
+    if (n > 0 && (times_us == NULL || values == NULL))
+        return sl_seterr(c, SLUICE_ERR_INVALID, "times_us and values must not be NULL when n > 0");
+    rc = sl_series_append(&c->mem, &c->open, device_id, dlen, metric, mlen, n, times_us, values, quality);
+    if (rc == SLUICE_ERR_FULL) {
+        return sl_seterr(c, rc,
+                         "memory ceiling reached (%zu of %zu bytes in use, %llu readings buffered, %llu unacked): "
+                         "send and wait for acks, then retry",
+                         c->mem.live, c->mem.limit, (unsigned long long)(c->open.readings + c->queue.readings),
+                         (unsigned long long)c->unacked_readings);
+    }
+    if (rc == SLUICE_ERR_NOMEM) return sl_seterr(c, rc, "the allocator returned NULL while buffering readings");
+    return rc;
+}
+
+int sluice_append(sluice_client *c, const char *device_id, const char *metric, int64_t time_us, double value,
+                  uint32_t quality) {
+    return sluice_append_series(c, device_id, metric, 1, &time_us, &value, quality ? &quality : NULL);
+}
+
+/* ---- Driving -------------------------------------------------------------------------------------- */
+
+static void submit(sluice_client *c) {
+    sl_series_list_splice(&c->queue, &c->open);
+    if (c->state == SLUICE_STATE_IDLE && (c->queue.readings > 0 || c->unacked_head != NULL)) sl_start_connect(c);
+}
+
+int sluice_connect(sluice_client *c) {
+    int rc = begin(c);
+    if (rc != SLUICE_OK) return rc;
+    if (c->state == SLUICE_STATE_READY || c->state == SLUICE_STATE_DRAINING) return SLUICE_OK;
+    if (c->state != SLUICE_STATE_CONNECTING) {
+        rc = sl_start_connect(c);
+        if (c->cfg.nonblocking) return rc;
+    }
+    if (c->cfg.nonblocking) return SLUICE_OK;
+    /* Blocking: each endpoint gets one attempt. */
+    size_t attempts = 1;
+    for (;;) {
+        while (c->state == SLUICE_STATE_CONNECTING) {
+            int r = sl_pump(c, (int)c->cfg.connect_timeout_ms);
+            if (r != SLUICE_OK) rc = r;
+        }
+        if (c->state == SLUICE_STATE_READY || c->state == SLUICE_STATE_DRAINING) return SLUICE_OK;
+        if (fatal(c)) return c->err;
+        if (attempts >= c->n_endpoints) return rc != SLUICE_OK ? rc : sl_seterr(c, SLUICE_ERR_CONNECT, "not connected");
+        attempts++;
+        int r = sl_start_connect(c);
+        if (r != SLUICE_OK) rc = r;
+    }
+}
+
+int sluice_poll(sluice_client *c, int timeout_ms) {
+    int rc = begin(c);
+    if (rc != SLUICE_OK) return rc;
+    if (timeout_ms < 0) timeout_ms = 0;
+    if (c->state == SLUICE_STATE_IDLE && c->queue.readings == 0 && c->unacked_head == NULL) {
+        if (timeout_ms > 0) sl_pump(c, timeout_ms);
+        return SLUICE_OK;
+    }
+    if (c->state == SLUICE_STATE_IDLE) sl_start_connect(c);
+    rc = sl_pump(c, timeout_ms);
+    return rc;
+}
+
+/* Runs the pump until done(c) or the deadline. Transient errors are remembered for the timeout message. */
+static int wait_until(sluice_client *c, int (*done)(const sluice_client *), uint64_t deadline, const char *what,
+                      unsigned timeout_ms) {
+    char last[sizeof c->errstr];
+    last[0] = '\0';
+    for (;;) {
+        if (done(c)) return SLUICE_OK;
+        uint64_t now = sl_now_ms();
+        if (now >= deadline) break;
+        uint64_t left = deadline - now;
+        int r = sl_pump(c, left > 1000000 ? 1000000 : (int)left);
+        if (fatal(c)) return c->err;
+        if (r != SLUICE_OK) {
+            memcpy(last, c->errstr, sizeof last);
+            c->err = SLUICE_OK;
+            c->errstr[0] = '\0';
+        }
+    }
+    return sl_seterr(c, SLUICE_ERR_TIMEOUT,
+                     "%s timed out after %u ms: %llu readings not yet in a batch, %llu in %llu unacked batches, "
+                     "credit %llu%s%s",
+                     what, timeout_ms, (unsigned long long)c->queue.readings, (unsigned long long)c->unacked_readings,
+                     (unsigned long long)c->unacked_batches, (unsigned long long)c->credit,
+                     last[0] ? "; last error: " : "", last);
+}
+
+static int all_written(const sluice_client *c) {
+    return c->state == SLUICE_STATE_READY && c->queue.readings == 0 && c->tx_batch == NULL && c->tx_off == 0;
+}
+
+static int all_acked(const sluice_client *c) {
+    return c->queue.readings == 0 && c->unacked_head == NULL;
+}
+
+int sluice_send(sluice_client *c) {
+    int rc = begin(c);
+    if (rc != SLUICE_OK) return rc;
+    submit(c);
+    if (c->cfg.nonblocking) return sl_pump(c, 0);
+    return wait_until(c, all_written, sl_now_ms() + c->cfg.io_timeout_ms, "sluice_send", c->cfg.io_timeout_ms);
+}
+
+int sluice_flush(sluice_client *c, int timeout_ms) {
+    int rc = begin(c);
+    if (rc != SLUICE_OK) return rc;
+    if (timeout_ms < 0) timeout_ms = 0;
+    submit(c);
+    if (all_acked(c)) return SLUICE_OK;
+    if (timeout_ms == 0) {
+        rc = sl_pump(c, 0);
+        if (all_acked(c)) return SLUICE_OK;
+        if (rc != SLUICE_OK) return rc;
+    }
+    return wait_until(c, all_acked, sl_now_ms() + (uint64_t)timeout_ms, "sluice_flush", (unsigned)timeout_ms);
+}
+
+void sluice_get_stats(const sluice_client *c, sluice_stats *out) {
+    if (out == NULL) return;
+    memset(out, 0, sizeof *out);
+    if (c == NULL) return;
+    *out = c->st;
+    out->readings_open = c->open.readings;
+    out->readings_queued = c->queue.readings;
+    out->readings_unacked = c->unacked_readings;
+    out->batches_unacked = c->unacked_batches;
+    out->credit = c->credit;
+    out->memory_used = c->mem.live;
+    out->memory_peak = c->mem.peak;
+    out->memory_limit = c->mem.limit;
+    out->memory_for_readings = c->mem.tier_limit[SL_TIER_READINGS];
+}
