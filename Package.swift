@@ -74,8 +74,11 @@ let package = Package(
                 "SluiceCore", "SluiceStore", "SluiceProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings),
@@ -86,6 +89,7 @@ let package = Package(
                 "SluiceProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
@@ -105,7 +109,15 @@ let package = Package(
             dependencies: [
                 "SluiceClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings),
+
+        // Store benchmark: raw binary COPY vs the WriterPool on the same rows (tools/bench-store runs it).
+        .executableTarget(
+            name: "sluice-store-bench",
+            dependencies: ["SluiceStore", "CLibPQ", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/sluice-store-bench",
             swiftSettings: swiftSettings),
 
         // Shared by the test targets: the private PostgreSQL that tools/test started, and helpers.
@@ -129,7 +141,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "SluiceStoreTests",
-            dependencies: ["SluiceStore", "SluiceCore", "SluiceTestSupport"],
+            dependencies: [
+                "SluiceStore", "SluiceCore", "SluiceTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "SluiceServerTests",

@@ -1,1 +1,574 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
 import SluiceProtocol
+
+/// A producer's connection to sluiced: batches readings, respects credit, resends what was not acknowledged
+/// after a reconnect, and reports acks, rejections and errors.
+///
+/// ```swift
+/// let client = try await SluiceClient(configuration: .init(endpoints: [Endpoint(host: "127.0.0.1", port: 7878)]))
+/// try await client.send([Reading(deviceID: "pump-1", metric: "temp_c", timeMicros: now, value: 21.37)])
+/// try await client.close()   // flushes: returns once every reading is durable
+/// ```
+///
+/// `send` returns once the readings are queued in the client; `flush` once everything queued is acknowledged
+/// (durable in PostgreSQL) or rejected. Memory is bounded: when queued plus unacknowledged batches reach
+/// `bufferCapacityBytes`, `send` waits for acks. The client reconnects by itself, forever, until `close`; only
+/// errors retrying cannot fix (a refused token) make `send` and `flush` throw.
+public actor SluiceClient {
+    /// The identity the server deduplicates this producer's batches by.
+    public nonisolated let producer: ProducerIdentity
+    /// What happened: sessions, acks, rejections, errors. Buffers the newest 10,000 events if nobody reads.
+    public nonisolated let events: AsyncStream<ClientEvent>
+
+    private let configuration: SluiceClientConfiguration
+    private let logger: Logger
+    private let eventSink: AsyncStream<ClientEvent>.Continuation
+    private let stateFilePath: String?
+    private let compressor: ZstdCompressor?
+
+    private struct Unacked: Sendable {
+        var frame: ByteBuffer
+        var enqueuedAt: ContinuousClock.Instant
+        var firstSentAt: ContinuousClock.Instant?
+    }
+
+    private struct Session {
+        var number: UInt64
+        var connection: ClientConnection
+        var endpoint: Endpoint
+        var id: UInt64 = 0
+        var open = false
+        var maxBatchReadings = 0
+        var maxFrameBytes = 0
+        var draining = false
+    }
+
+    private var seqs: SeqAllocator
+    private var reserving = false
+    private var pending = PendingReadings<ContinuousClock.Instant>()
+    private var buffer: RetransmitBuffer<Unacked>
+    private var credit = CreditWindow()
+    private var session: Session?
+    private var sessionCounter: UInt64 = 0
+    private var goAwayHint: Duration = .zero
+    private var stats = ClientStats()
+    private var creditWaitStarted: ContinuousClock.Instant?
+    private var spaceWaiters: [CheckedContinuation<Void, any Error>] = []
+    private var flushWaiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
+    private var flushTimers: [UInt64: Task<Void, Never>] = [:]
+    private var waiterCounter: UInt64 = 0
+    private var failure: ClientError?
+    private var closed = false
+    private var driver: Task<Void, Never>?
+
+    /// Loads (or creates) the producer state if asked, then starts connecting in the background.
+    public init(configuration: SluiceClientConfiguration, logger: Logger = Logger(label: "sluice.client")) async throws {
+        guard !configuration.endpoints.isEmpty else {
+            throw ClientError.invalidEndpoint("", "no server address given")
+        }
+        self.configuration = configuration
+        self.logger = logger
+        (events, eventSink) = AsyncStream.makeStream(of: ClientEvent.self, bufferingPolicy: .bufferingNewest(10_000))
+        compressor = configuration.compression ? ZstdCompressor() : nil
+        buffer = RetransmitBuffer(capacityBytes: max(configuration.bufferCapacityBytes, 1))
+        switch configuration.producer {
+        case .ephemeral:
+            producer = .random()
+            seqs = SeqAllocator(next: 1, persisted: false)
+            stateFilePath = nil
+        case .fixed(let id, let next):
+            producer = id
+            seqs = SeqAllocator(next: next, persisted: false)
+            stateFilePath = nil
+        case .stateFile(let path):
+            let state = try await NIOThreadPool.singleton.runIfActive { try ProducerStateFile.loadOrCreate(path: path) }
+            producer = state.producer
+            seqs = SeqAllocator(next: state.nextSeq, persisted: true)
+            stateFilePath = path
+        }
+        driver = Task { await self.runConnections() }
+    }
+
+    // MARK: - Public API
+
+    /// Queues readings; they are batched (grouped by device and metric) and sent as credit allows.
+    ///
+    /// Waits while the client's buffer is full. Throws only if the client failed for good or was closed.
+    /// - Parameter enqueuedAt: the instant latency is measured from (default: now), e.g. a scheduled send time.
+    public func send(_ readings: [Reading], enqueuedAt: ContinuousClock.Instant? = nil) async throws {
+        try await send(SeriesChunk.group(readings), enqueuedAt: enqueuedAt)
+    }
+
+    /// Queues series built with the wire module's `SeriesBuilder`.
+    public func send(_ series: [SeriesBuilder], enqueuedAt: ContinuousClock.Instant? = nil) async throws {
+        try await send(series.map(SeriesChunk.init), enqueuedAt: enqueuedAt)
+    }
+
+    /// Queues series chunks (the client's own columnar form).
+    public func send(_ chunks: [SeriesChunk], enqueuedAt: ContinuousClock.Instant? = nil) async throws {
+        try checkUsable()
+        while isFull {
+            try await withCheckedThrowingContinuation { spaceWaiters.append($0) }
+            try checkUsable()
+        }
+        let stamp = enqueuedAt ?? .now
+        for chunk in chunks {
+            pending.append(chunk, stamp: stamp)
+            stats.readingsQueued += chunk.count
+        }
+        pump()
+    }
+
+    /// Returns once everything queued so far is acknowledged (or rejected).
+    ///
+    /// - Parameter timeout: give up after this long with `ClientError.flushTimedOut` (nil: wait for ever,
+    ///   through any number of reconnects).
+    public func flush(timeout: Duration? = nil) async throws {
+        if let failure { throw failure }
+        if isDrained { return }
+        waiterCounter += 1
+        let id = waiterCounter
+        if let timeout {
+            flushTimers[id] = Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                guard !Task.isCancelled else { return }
+                await self?.expireFlush(id)
+            }
+        }
+        try await withCheckedThrowingContinuation { flushWaiters[id] = $0 }
+    }
+
+    /// Flushes (under `timeout`), then closes the connection and stops reconnecting. Saves the producer
+    /// state file's seq so a restart continues right after the last seq used.
+    public func close(timeout: Duration? = nil) async throws {
+        guard !closed else { return }
+        var flushError: (any Error)?
+        if failure == nil {
+            do { try await flush(timeout: timeout) } catch { flushError = error }
+        }
+        closed = true
+        driver?.cancel()
+        session?.connection.close()
+        await driver?.value
+        failWaiters(with: failure ?? .closed)
+        if let path = stateFilePath, failure == nil {
+            let state = ProducerState(producer: producer, nextSeq: seqs.next)
+            _ = try? await NIOThreadPool.singleton.runIfActive { try ProducerStateFile.write(state, to: path) }
+        }
+        eventSink.finish()
+        if let failure { throw failure }
+        if let flushError { throw flushError }
+    }
+
+    /// Counters for progress displays.
+    public var statistics: ClientStats {
+        var s = stats
+        if let started = creditWaitStarted { s.creditWaitSeconds += (ContinuousClock.now - started).seconds }
+        s.waitingForCredit = creditWaitStarted != nil
+        s.creditHeld = credit.held
+        s.readingsOutstanding = pending.count + buffer.readings
+        s.unackedBatches = buffer.count
+        s.bufferedBytes = buffer.bytes + pending.estimatedBytes
+        return s
+    }
+
+    /// The next seq this producer will use.
+    public var nextSeq: UInt64 { seqs.next }
+
+    // MARK: - Buffer and waiters
+
+    private var isFull: Bool { buffer.bytes + pending.estimatedBytes >= buffer.capacityBytes }
+    private var isDrained: Bool { pending.isEmpty && buffer.isEmpty }
+
+    private func checkUsable() throws {
+        if let failure { throw failure }
+        if closed { throw ClientError.closed }
+    }
+
+    private func wakeWaiters() {
+        if !isFull && !spaceWaiters.isEmpty {
+            let waiters = spaceWaiters
+            spaceWaiters.removeAll()
+            for w in waiters { w.resume() }
+        }
+        if isDrained && !flushWaiters.isEmpty {
+            let waiters = flushWaiters
+            flushWaiters.removeAll()
+            for (id, w) in waiters {
+                flushTimers.removeValue(forKey: id)?.cancel()
+                w.resume()
+            }
+        }
+    }
+
+    private func expireFlush(_ id: UInt64) {
+        flushTimers[id] = nil
+        guard let waiter = flushWaiters.removeValue(forKey: id) else { return }
+        waiter.resume(
+            throwing: ClientError.flushTimedOut(
+                unackedReadings: pending.count + buffer.readings, unackedBatches: buffer.count + (pending.isEmpty ? 0 : 1),
+                lastProblem: stats.lastProblem))
+    }
+
+    private func failWaiters(with error: ClientError) {
+        let space = spaceWaiters
+        spaceWaiters.removeAll()
+        for w in space { w.resume(throwing: error) }
+        let flushes = flushWaiters
+        flushWaiters.removeAll()
+        for (id, w) in flushes {
+            flushTimers.removeValue(forKey: id)?.cancel()
+            w.resume(throwing: error)
+        }
+    }
+
+    /// An error retrying cannot fix: stop, and make every caller see it.
+    private func fail(_ error: ClientError) {
+        guard failure == nil else { return }
+        logger.error("sluice client stopped: \(error)")
+        failure = error
+        stats.lastProblem = error.description
+        eventSink.yield(.error(error))
+        session?.connection.close()
+        failWaiters(with: error)
+    }
+
+    // MARK: - Connections
+
+    private func runConnections() async {
+        var backoff = Backoff(initial: configuration.reconnectInitialDelay, maximum: configuration.reconnectMaxDelay)
+        var endpointIndex = 0
+        while !Task.isCancelled && !closed && failure == nil {
+            let endpoint = configuration.endpoints[endpointIndex % configuration.endpoints.count]
+            var problem: String
+            var opened = false
+            do {
+                let connection = try await ClientConnection.connect(
+                    to: endpoint, timeout: configuration.connectTimeout, group: MultiThreadedEventLoopGroup.singleton)
+                (opened, problem) = await runSession(connection, endpoint: endpoint)
+            } catch {
+                problem = ClientConnection.describe(connectError: error, timeout: configuration.connectTimeout)
+            }
+            if closed || failure != nil || Task.isCancelled { break }
+            if opened { backoff.reset() } else { endpointIndex += 1 }
+            let delay = max(backoff.next(), goAwayHint)
+            goAwayHint = .zero
+            stats.lastProblem = "\(endpoint): \(problem)"
+            logger.info("sluice: \(endpoint): \(problem); reconnecting in \(delay)")
+            eventSink.yield(.disconnected(endpoint: endpoint, reason: problem, retryIn: delay))
+            try? await Task.sleep(for: delay)
+        }
+    }
+
+    /// Runs one connection from `Hello` to its end. Returns whether the session opened, and why it ended.
+    private func runSession(_ connection: ClientConnection, endpoint: Endpoint) async -> (Bool, String) {
+        sessionCounter += 1
+        let number = sessionCounter
+        session = Session(number: number, connection: connection, endpoint: endpoint)
+        var hello = Hello()
+        hello.protocolVersion = sluiceProtocolVersion
+        hello.producerID = Data(producer.bytes)
+        hello.token = configuration.token
+        hello.clientName = configuration.clientName
+        hello.clientVersion = configuration.clientVersion
+        hello.compressions = [.none, .zstd]
+        connection.sendHello(hello)
+        let handshakeTimer = Task { [weak self, timeout = configuration.connectTimeout] in
+            try? await Task.sleep(for: timeout)
+            guard !Task.isCancelled else { return }
+            await self?.handshakeExpired(number)
+        }
+        var reason = "the server closed the connection"
+        for await event in connection.events {
+            switch event {
+            case .frame(let frame):
+                handle(frame, session: number)
+            case .closed(let why):
+                if let why { reason = why }
+            }
+        }
+        handshakeTimer.cancel()
+        let opened = session?.open ?? false
+        if let pendingProblem = session.flatMap({ _ in stats.lastProblem }), !opened, reason == "the server closed the connection" {
+            reason = pendingProblem
+        }
+        endSession()
+        return (opened, reason)
+    }
+
+    private func handshakeExpired(_ number: UInt64) {
+        guard let s = session, s.number == number, !s.open else { return }
+        stats.lastProblem = "no Welcome within \(configuration.connectTimeout) of Hello"
+        s.connection.close()
+    }
+
+    private func endSession() {
+        endCreditWait()
+        session = nil
+        stats.connected = false
+        credit.reset(initial: 0)
+    }
+
+    private func handle(_ frame: ServerFrame, session number: UInt64) {
+        guard session?.number == number else { return }
+        switch frame.kind {
+        case .welcome(let welcome): opened(welcome)
+        case .ack(let ack): acked(ack)
+        case .credit(let grant):
+            credit.grant(grant.readings)
+            pump()
+        case .error(let error): serverError(error)
+        case .goAway(let goAway):
+            session?.draining = true
+            endCreditWait()
+            goAwayHint = .milliseconds(Int64(goAway.reconnectAfterMs))
+            stats.lastProblem = "server sent GoAway: \(goAway.reason)"
+        case .ping, .pong, nil: break
+        }
+    }
+
+    private func opened(_ welcome: Welcome) {
+        guard var s = session, !s.open else { return }
+        guard welcome.protocolVersion == sluiceProtocolVersion else {
+            fail(.unsupported("server speaks protocol v\(welcome.protocolVersion)"))
+            return
+        }
+        s.open = true
+        s.id = welcome.sessionID
+        let serverMax = welcome.maxBatchReadings == 0 ? Int.max : Int(welcome.maxBatchReadings)
+        s.maxBatchReadings = max(1, min(configuration.maxBatchReadings, serverMax))
+        s.maxFrameBytes = welcome.maxFrameBytes == 0 ? FrameLimits.defaultNegotiated.maxFrameBytes : Int(welcome.maxFrameBytes)
+        session = s
+        credit.reset(initial: welcome.initialCredit)
+        if stats.batchesSent > 0 || stats.connected { stats.reconnects += 1 }
+        stats.connected = true
+        let heartbeat = welcome.heartbeatIntervalMs == 0
+            ? configuration.defaultHeartbeat : .milliseconds(Int64(welcome.heartbeatIntervalMs))
+        s.connection.startHeartbeat(interval: heartbeat)
+        // Batches at or below committed_seq were committed on an earlier session: their acks were lost.
+        let now = ContinuousClock.now
+        for entry in buffer.removeThrough(seq: welcome.committedSeq) {
+            recordAck(
+                BatchAck(
+                    seq: entry.seq, readings: entry.readings, accepted: entry.readings, rejected: 0, duplicate: true,
+                    rejections: [], latency: nil, sinceEnqueued: now - entry.payload.enqueuedAt))
+        }
+        seqs.skip(through: welcome.committedSeq)
+        buffer.sessionRestarted()
+        logger.debug("sluice: session \(welcome.sessionID) open on \(s.endpoint), credit \(welcome.initialCredit)")
+        eventSink.yield(.connected(endpoint: s.endpoint, sessionID: welcome.sessionID, committedSeq: welcome.committedSeq))
+        wakeWaiters()
+        pump()
+    }
+
+    private func acked(_ ack: Ack) {
+        guard let entry = buffer.remove(seq: ack.seq) else { return }
+        var rejections: [RejectedReading] = []
+        if !ack.reasons.isEmpty {
+            let readings = BatchEncoding.readings(ofFrame: entry.payload.frame)
+            rejections = ack.reasons.map { r in
+                RejectedReading(
+                    index: Int(r.index), code: rejectCodeName(r.code), reason: r.message,
+                    reading: Int(r.index) < readings.count ? readings[Int(r.index)] : nil)
+            }
+        }
+        let now = ContinuousClock.now
+        recordAck(
+            BatchAck(
+                seq: ack.seq, readings: entry.readings, accepted: Int(ack.accepted), rejected: Int(ack.rejected),
+                duplicate: ack.duplicate, rejections: rejections, latency: entry.payload.firstSentAt.map { now - $0 },
+                sinceEnqueued: now - entry.payload.enqueuedAt))
+        wakeWaiters()
+    }
+
+    private func recordAck(_ ack: BatchAck) {
+        stats.batchesAcked += 1
+        stats.readingsAcked += ack.readings
+        stats.readingsAccepted += ack.accepted
+        stats.readingsRejected += ack.rejected
+        if ack.duplicate { stats.batchesDuplicate += 1 }
+        eventSink.yield(.acked(ack))
+    }
+
+    private func serverError(_ error: ErrorFrame) {
+        let message = error.message
+        switch error.code {
+        case .unauthenticated:
+            fail(.unauthenticated(message))
+            return
+        case .unimplemented:
+            fail(.unsupported(message))
+            return
+        case .permissionDenied where error.seq == 0:
+            fail(.permissionDenied(message))
+            return
+        case .invalidArgument, .permissionDenied, .frameTooLarge:
+            // The batch itself is wrong: sending it again cannot help, so it leaves the buffer.
+            if error.seq != 0, let entry = buffer.remove(seq: error.seq) {
+                stats.batchesRejected += 1
+                stats.readingsInRejectedBatches += entry.readings
+                let rejection = BatchRejection(seq: error.seq, readings: entry.readings, code: error.code.name, message: message)
+                logger.warning("sluice: batch \(error.seq) rejected: \(error.code.name): \(message)")
+                eventSink.yield(.rejected(rejection))
+                wakeWaiters()
+                return
+            }
+        default:
+            break
+        }
+        stats.lastProblem = "\(error.code.name): \(message)"
+        logger.warning("sluice: server error \(error.code.name): \(message)")
+        eventSink.yield(.error(.server(code: error.code.name, message: message, seq: error.seq)))
+    }
+
+    // MARK: - Sending
+
+    /// Sends whatever the credit allows: resends first (in seq order), then new batches cut from the queue.
+    private func pump() {
+        while let s = session, s.open, !s.draining, failure == nil, !closed {
+            let decision = TransmitPlanner.decide(
+                credit: credit.held, nextResendReadings: buffer.nextToSend?.readings, pendingReadings: pending.count,
+                maxBatchReadings: s.maxBatchReadings)
+            switch decision {
+            case .idle:
+                endCreditWait()
+                return
+            case .waitForCredit:
+                beginCreditWait()
+                return
+            case .resend:
+                endCreditWait()
+                let entry = buffer.nextToSend!
+                credit.consume(entry.readings)
+                buffer.markNextSent()
+                stats.batchesResent += 1
+                transmit(entry.payload.frame, readings: entry.readings, on: s)
+            case .cut(let n):
+                endCreditWait()
+                if seqs.available < 64 { reserveSeqs() }
+                guard seqs.canAllocate else { return }  // pump runs again once the state file is written
+                cut(n, on: s)
+            }
+        }
+    }
+
+    private func cut(_ n: Int, on s: Session) {
+        let (chunks, oldest) = pending.take(n)
+        let enqueuedAt = oldest ?? .now
+        var parts = [chunks]
+        var fitted: [(UInt64, ByteBuffer, Int)] = []
+        while let part = parts.first {
+            parts.removeFirst()
+            let readings = part.reduce(0) { $0 + $1.count }
+            guard seqs.canAllocate else {
+                // Out of reserved seqs mid-split (rare): queue the rest again.
+                for chunk in part { pending.append(chunk, stamp: enqueuedAt) }
+                continue
+            }
+            let seq = seqs.next
+            let frame: ByteBuffer
+            do {
+                frame = try BatchEncoding.frame(BatchEncoding.batch(seq: seq, chunks: part), compressor: compressor)
+            } catch {
+                fail(.invalidInput("cannot encode batch \(seq): \(error)"))
+                return
+            }
+            if frame.readableBytes - RawFrame.prefixBytes > s.maxFrameBytes {
+                guard readings > 1 else {
+                    fail(.invalidInput("one reading encodes to \(frame.readableBytes) bytes, above the server's frame limit of \(s.maxFrameBytes)"))
+                    return
+                }
+                let (left, right) = halve(part, readings: readings)
+                parts.insert(contentsOf: [left, right], at: 0)
+                continue
+            }
+            _ = seqs.allocate()
+            fitted.append((seq, frame, readings))
+        }
+        let now = ContinuousClock.now
+        for (seq, frame, readings) in fitted {
+            buffer.append(
+                seq: seq, readings: readings, bytes: frame.readableBytes,
+                payload: Unacked(frame: frame, enqueuedAt: enqueuedAt, firstSentAt: now))
+            credit.consume(readings)
+            buffer.markNextSent()
+            stats.readingsSent += readings
+            stats.batchesSent += 1
+            transmit(frame, readings: readings, on: s)
+        }
+    }
+
+    private func halve(_ chunks: [SeriesChunk], readings: Int) -> ([SeriesChunk], [SeriesChunk]) {
+        var left: [SeriesChunk] = []
+        var right: [SeriesChunk] = []
+        var need = readings / 2
+        for chunk in chunks {
+            if need == 0 {
+                right.append(chunk)
+            } else if chunk.count <= need {
+                left.append(chunk)
+                need -= chunk.count
+            } else {
+                left.append(chunk.slice(0..<need))
+                right.append(chunk.slice(need..<chunk.count))
+                need = 0
+            }
+        }
+        return (left, right)
+    }
+
+    private func transmit(_ frame: ByteBuffer, readings: Int, on s: Session) {
+        stats.batchWireBytes += frame.readableBytes
+        stats.batchWireReadings += readings
+        s.connection.write(frame)
+    }
+
+    private func beginCreditWait() {
+        guard creditWaitStarted == nil else { return }
+        creditWaitStarted = .now
+        stats.creditWaits += 1
+    }
+
+    private func endCreditWait() {
+        guard let started = creditWaitStarted else { return }
+        stats.creditWaitSeconds += (ContinuousClock.now - started).seconds
+        creditWaitStarted = nil
+    }
+
+    private func reserveSeqs() {
+        guard let path = stateFilePath, !reserving else { return }
+        reserving = true
+        let state = ProducerState(producer: producer, nextSeq: seqs.nextReservation)
+        Task {
+            do {
+                try await NIOThreadPool.singleton.runIfActive { try ProducerStateFile.write(state, to: path) }
+                self.reserved(upTo: state.nextSeq)
+            } catch let error as ClientError {
+                self.fail(error)
+            } catch {
+                self.fail(.stateFile(path: path, reason: "\(error)"))
+            }
+        }
+    }
+
+    private func reserved(upTo: UInt64) {
+        reserving = false
+        seqs.reserved(upTo: upTo)
+        pump()
+    }
+}
+
+func rejectCodeName(_ code: RejectCode) -> String {
+    switch code {
+    case .unspecified: "UNSPECIFIED"
+    case .valueNotFinite: "VALUE_NOT_FINITE"
+    case .tooOld: "TOO_OLD"
+    case .inFuture: "IN_FUTURE"
+    case .badDeviceID: "BAD_DEVICE_ID"
+    case .badMetric: "BAD_METRIC"
+    case .UNRECOGNIZED(let raw): "REJECT_\(raw)"
+    }
+}

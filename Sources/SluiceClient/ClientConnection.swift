@@ -1,0 +1,136 @@
+import NIOCore
+import NIOPosix
+import SluiceProtocol
+
+/// What a connection reports to its client.
+enum ConnectionEvent: Sendable {
+    case frame(ServerFrame)
+    /// The connection ended; `reason` says why (nil for an orderly close).
+    case closed(reason: String?)
+}
+
+/// One TCP connection to a server: the NIO pipeline and a stream of what arrives.
+///
+/// The pipeline answers `Ping` itself and runs the heartbeat (an idle write sends `Ping`, 3 silent intervals
+/// close the connection), so a busy client actor never delays a heartbeat.
+struct ClientConnection: Sendable {
+    let channel: any Channel
+    let events: AsyncStream<ConnectionEvent>
+
+    static func connect(to endpoint: Endpoint, timeout: Duration, group: any EventLoopGroup) async throws
+        -> ClientConnection
+    {
+        let (events, continuation) = AsyncStream.makeStream(of: ConnectionEvent.self)
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(.nanoseconds(Int64(timeout.seconds * 1e9)))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let limits = FrameLimitsHandle(.defaultNegotiated)
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(MessageFrameDecoder<ServerFrame>(expectsPreface: false, limits: limits)))
+                    try channel.pipeline.syncOperations.addHandler(ServerFrameHandler(continuation: continuation))
+                }
+            }
+        let channel = try await bootstrap.connect(host: endpoint.host, port: endpoint.port).get()
+        return ClientConnection(channel: channel, events: events)
+    }
+
+    /// A short reason for a failed connect, instead of NIO's nested error dump.
+    static func describe(connectError error: any Error, timeout: Duration) -> String {
+        if case ChannelError.connectTimeout = error { return "no connection within \(timeout)" }
+        let text = "\(error)"
+        if text.contains("Connection refused") || text.contains("ECONNREFUSED") {
+            return "connection refused (is sluiced listening there?)"
+        }
+        if text.contains("connectTimeout") { return "no connection within \(timeout)" }
+        if text.contains("Network is unreachable") { return "network unreachable" }
+        if text.contains("No address") || text.contains("resolution") { return "cannot resolve the host name" }
+        return text
+    }
+
+    /// Writes the preface and `Hello`.
+    func sendHello(_ hello: Hello) {
+        var buffer = channel.allocator.buffer(capacity: 128)
+        buffer.writeBytes(sluicePreface)
+        try? FramePayload.encode(ClientFrame(.hello(hello)), into: &buffer)
+        channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    /// Starts heartbeats at the interval the server asked for.
+    func startHeartbeat(interval: Duration) {
+        let ms = max(Int64(interval.seconds * 1000), 100)
+        channel.eventLoop.execute {
+            let idle = IdleStateHandler(readTimeout: .milliseconds(ms * 3), writeTimeout: .milliseconds(ms))
+            try? channel.pipeline.syncOperations.addHandler(idle, position: .first)
+        }
+    }
+
+    func write(_ frame: ByteBuffer) {
+        channel.writeAndFlush(frame, promise: nil)
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+}
+
+/// Forwards decoded server frames to the client, answers pings, and sends heartbeats.
+final class ServerFrameHandler: ChannelInboundHandler {
+    typealias InboundIn = ServerFrame
+    typealias OutboundOut = ByteBuffer
+
+    private let continuation: AsyncStream<ConnectionEvent>.Continuation
+    private var failure: String?
+    private var nonce: UInt64 = 0
+
+    init(continuation: AsyncStream<ConnectionEvent>.Continuation) {
+        self.continuation = continuation
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if case .ping(let ping) = frame.kind {
+            var pong = Pong()
+            pong.nonce = ping.nonce
+            send(ClientFrame(.pong(pong)), context: context)
+            return
+        }
+        continuation.yield(.frame(frame))
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event as? IdleStateHandler.IdleStateEvent {
+        case .write?:
+            nonce &+= 1
+            var ping = Ping()
+            ping.nonce = nonce
+            send(ClientFrame(.ping(ping)), context: context)
+        case .read?:
+            failure = failure ?? "the server was silent for 3 heartbeat intervals"
+            context.close(promise: nil)
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failure = failure ?? "\(error)"
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        continuation.yield(.closed(reason: failure))
+        continuation.finish()
+        context.fireChannelInactive()
+    }
+
+    private func send(_ frame: ClientFrame, context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: 16)
+        try? FramePayload.encode(frame, into: &buffer)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension ServerFrameHandler: Sendable {}

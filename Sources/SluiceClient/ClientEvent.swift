@@ -1,0 +1,90 @@
+import SluiceProtocol
+
+/// Something that happened on a client, delivered through `SluiceClient.events`.
+public enum ClientEvent: Sendable {
+    /// A session opened (after the handshake).
+    case connected(endpoint: Endpoint, sessionID: UInt64, committedSeq: UInt64)
+    /// A connection attempt failed or a session ended; the client reconnects by itself after `retryIn`.
+    case disconnected(endpoint: Endpoint, reason: String, retryIn: Duration)
+    /// A batch is durable.
+    case acked(BatchAck)
+    /// The server rejected a batch whole; it will not be resent.
+    case rejected(BatchRejection)
+    /// The server sent an error not about one batch, or the client failed for good (then `send` throws too).
+    case error(ClientError)
+}
+
+/// The server acknowledged a batch: its transaction committed (or it had been committed before).
+public struct BatchAck: Sendable, Equatable {
+    public var seq: UInt64
+    /// Readings in the batch.
+    public var readings: Int
+    /// Written to `readings` / to the dead-letter table. For a batch found committed through
+    /// `Welcome.committed_seq` the split is unknown: `accepted` counts all of them.
+    public var accepted: Int
+    public var rejected: Int
+    public var duplicate: Bool
+    /// The first few rejected readings with the server's reason.
+    public var rejections: [RejectedReading]
+    /// From the first transmission to the ack (nil if the ack came through `committed_seq`).
+    public var latency: Duration?
+    /// From the moment `send` queued the oldest reading (or the caller's `enqueuedAt`) to the ack.
+    public var sinceEnqueued: Duration
+}
+
+/// One reading the server put in the dead-letter table, with why.
+public struct RejectedReading: Sendable, Equatable {
+    public var index: Int
+    public var code: String
+    public var reason: String
+    /// The reading itself, when the client could find it in the batch.
+    public var reading: Reading?
+}
+
+/// A batch the server refused whole (e.g. `INVALID_ARGUMENT`); it is dropped from the resend buffer.
+public struct BatchRejection: Sendable, Equatable {
+    public var seq: UInt64
+    public var readings: Int
+    public var code: String
+    public var message: String
+}
+
+/// Counters of one client, for progress displays and summaries.
+public struct ClientStats: Sendable, Equatable {
+    public var readingsQueued = 0
+    /// Readings cut into batches and sent at least once.
+    public var readingsSent = 0
+    /// Readings in acked batches (accepted + dead-lettered).
+    public var readingsAcked = 0
+    public var readingsAccepted = 0
+    /// Readings the server put in the dead-letter table.
+    public var readingsRejected = 0
+    /// Readings in batches rejected whole.
+    public var readingsInRejectedBatches = 0
+    public var batchesSent = 0
+    public var batchesAcked = 0
+    public var batchesDuplicate = 0
+    public var batchesRejected = 0
+    /// Batches sent again after a reconnect.
+    public var batchesResent = 0
+    /// Sessions opened after the first.
+    public var reconnects = 0
+    public var connected = false
+    /// Times the client had something to send and no credit for it, and the total time spent so.
+    public var creditWaits = 0
+    public var creditWaitSeconds: Double = 0
+    /// True while waiting for credit now.
+    public var waitingForCredit = false
+    public var creditHeld: UInt64 = 0
+    /// Queued (not yet cut) plus unacked readings.
+    public var readingsOutstanding = 0
+    public var unackedBatches = 0
+    public var bufferedBytes = 0
+    /// Bytes of batch frames written, resends included, and their readings: wire bytes per reading.
+    public var batchWireBytes = 0
+    public var batchWireReadings = 0
+    /// The last connection problem, for "why is nothing acked" questions.
+    public var lastProblem: String?
+
+    public init() {}
+}

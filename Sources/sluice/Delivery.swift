@@ -1,0 +1,181 @@
+import ArgumentParser
+import Foundation
+import SluiceClient
+import Synchronization
+
+/// The part `send` and `replay` share: one client, its events turned into messages, a progress display,
+/// and the final summary and exit code.
+///
+/// Exit codes: 0 every reading read was acknowledged as written; 1 some input was rejected (unreadable
+/// lines, readings the server dead-lettered, batches it refused) but everything else landed; 2 some readings
+/// are not acknowledged (gave up after --timeout, or an error retrying cannot fix, like a refused token).
+final class Delivery: Sendable {
+    let client: SluiceClient
+    private let started = ContinuousClock.now
+    private let notes = Mutex(Notes())
+    private let command: String
+
+    private struct Notes {
+        var rejections: [String] = []
+        var moreRejections = 0
+        var badLines: [String] = []
+        var moreBadLines = 0
+        var inputFailures: [String] = []
+    }
+
+    static let maxListed = 100
+
+    init(command: String, options: ConnectionOptions, batchSize: Int, stateFile: String?) async throws {
+        self.command = command
+        let configuration = SluiceClientConfiguration(
+            endpoints: try options.endpoints(), token: options.resolvedToken,
+            producer: stateFile.map { .stateFile($0) } ?? .ephemeral, maxBatchReadings: batchSize,
+            compression: !options.noCompression, clientName: "sluice-cli")
+        client = try await SluiceClient(configuration: configuration, logger: options.logger())
+    }
+
+    /// Turns client events into messages until the client closes.
+    func watchEvents() -> Task<Void, Never> {
+        Task {
+            var disconnectedSince: ContinuousClock.Instant?
+            for await event in client.events {
+                switch event {
+                case .connected(let endpoint, let session, _):
+                    if let since = disconnectedSince {
+                        await Console.shared.note(
+                            "sluice: reconnected to \(endpoint) (session \(session)) after \(Format.duration((ContinuousClock.now - since).seconds)); resending unacknowledged batches")
+                        disconnectedSince = nil
+                    }
+                case .disconnected(let endpoint, let reason, let retryIn):
+                    if disconnectedSince == nil {
+                        disconnectedSince = .now
+                        await Console.shared.note(
+                            "sluice: connection to \(endpoint) lost or refused: \(reason); retrying (next in \(Format.millis(retryIn.seconds)))")
+                    }
+                case .acked(let ack):
+                    for r in ack.rejections { record(rejection: describe(r, seq: ack.seq)) }
+                    let unlisted = ack.rejected - ack.rejections.count
+                    if unlisted > 0 {
+                        record(rejection: "batch \(ack.seq): \(unlisted) more readings rejected (the server lists the first few)")
+                    }
+                case .rejected(let rejection):
+                    record(
+                        rejection: "batch \(rejection.seq) (\(rejection.readings) readings) refused whole: \(rejection.code): \(rejection.message)")
+                case .error(let error):
+                    await Console.shared.note("sluice: \(error)")
+                }
+            }
+        }
+    }
+
+    private func describe(_ r: RejectedReading, seq: UInt64) -> String {
+        var text = "batch \(seq) reading \(r.index)"
+        if let reading = r.reading {
+            text += " (\(reading.deviceID) \(reading.metric) at \(Format.microsAsRFC3339(reading.timeMicros)) value \(reading.value))"
+        }
+        return text + ": \(r.code): \(r.reason)"
+    }
+
+    private func record(rejection: String) {
+        notes.withLock { n in
+            if n.rejections.count < Self.maxListed { n.rejections.append(rejection) } else { n.moreRejections += 1 }
+        }
+    }
+
+    /// Reports a bad input line at once and remembers it for the summary.
+    func badLine(source: String, line: Int, message: String) async {
+        let text = "\(source):\(line): \(message); line skipped"
+        let print = notes.withLock { n in
+            if n.badLines.count < Self.maxListed {
+                n.badLines.append(text)
+                return true
+            }
+            n.moreBadLines += 1
+            return false
+        }
+        if print { await Console.shared.note("sluice: " + text) }
+    }
+
+    func inputFailed(_ message: String) async {
+        notes.withLock { $0.inputFailures.append(message) }
+        await Console.shared.note("sluice: \(message)")
+    }
+
+    /// Redraws progress every `interval` until cancelled.
+    func showProgress(every interval: Duration, reader: InputReader?) -> Task<Void, Never> {
+        Task {
+            var last = (ContinuousClock.now, 0)
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                if Task.isCancelled { break }
+                let s = await client.statistics
+                let now = ContinuousClock.now
+                let rate = Double(s.readingsAcked - last.1) / max((now - last.0).seconds, 0.001)
+                last = (now, s.readingsAcked)
+                var line = "\(command): "
+                if let reader, let total = reader.totalBytes, total > 0 {
+                    let fraction = Double(reader.bytesRead.load(ordering: .relaxed)) / Double(total)
+                    line += Format.bar(fraction) + " \(Int(fraction * 100))%  "
+                }
+                line += "sent \(Format.count(s.readingsSent))  acked \(Format.count(s.readingsAcked))  "
+                line += "\(Format.rate(rate))/s  credit waits \(s.creditWaits) (\(Format.duration(s.creditWaitSeconds)))"
+                if s.waitingForCredit { line += "  waiting for credit" }
+                if !s.connected { line += "  disconnected, reconnecting" }
+                await Console.shared.progress(line)
+            }
+        }
+    }
+
+    /// Flushes and closes the client, prints the summary, and returns the exit code.
+    func finish(readingsRead: Int, timeout: Duration?, quiet: Bool) async -> Int32 {
+        var fatal: String?
+        do {
+            try await client.close(timeout: timeout)
+        } catch {
+            fatal = "\(error)"
+        }
+        let s = await client.statistics
+        let elapsed = (ContinuousClock.now - started).seconds
+        await Console.shared.endProgress()
+        let n = notes.withLock { $0 }
+        let badLines = n.badLines.count + n.moreBadLines
+        let unacked = s.readingsOutstanding
+        var lines: [String] = []
+        lines.append(
+            "\(command): \(Format.count(readingsRead)) readings read, \(Format.count(s.readingsAcked)) acknowledged in \(Format.duration(elapsed)) (\(Format.rate(Double(s.readingsAcked) / max(elapsed, 0.001))) readings/s)")
+        lines.append("  written           \(Format.count(s.readingsAccepted))")
+        lines.append("  dead-lettered     \(Format.count(s.readingsRejected))")
+        lines.append("  refused batches   \(s.batchesRejected) (\(Format.count(s.readingsInRejectedBatches)) readings)")
+        lines.append("  bad input lines   \(Format.count(badLines))")
+        lines.append("  unacknowledged    \(Format.count(unacked))")
+        lines.append("  batches           \(Format.count(s.batchesSent)) sent, \(s.batchesResent) resent, \(s.batchesDuplicate) acked as duplicates")
+        lines.append("  reconnects        \(s.reconnects)")
+        lines.append("  credit waits      \(s.creditWaits) (\(Format.duration(s.creditWaitSeconds)))")
+        if s.batchWireReadings > 0 {
+            lines.append(
+                "  wire bytes        \(Format.fixed(Double(s.batchWireBytes) / Double(s.batchWireReadings), 2)) per reading")
+        }
+        if !quiet || fatal != nil || unacked > 0 || s.readingsRejected > 0 || s.batchesRejected > 0 || badLines > 0 {
+            await Console.shared.output(lines.joined(separator: "\n"))
+        }
+        if !n.rejections.isEmpty {
+            await Console.shared.note("rejected by the server:")
+            for r in n.rejections { await Console.shared.note("  \(r)") }
+            if n.moreRejections > 0 { await Console.shared.note("  … and \(n.moreRejections) more") }
+        }
+        if badLines > 0 {
+            await Console.shared.note("bad input lines (skipped):")
+            for b in n.badLines { await Console.shared.note("  \(b)") }
+            if n.moreBadLines > 0 { await Console.shared.note("  … and \(n.moreBadLines) more") }
+        }
+        if let fatal, unacked == 0 || !fatal.hasPrefix("gave up waiting") { await Console.shared.note("sluice: \(fatal)") }
+        if unacked > 0 {
+            await Console.shared.note(
+                "sluice: \(Format.count(unacked)) readings were not acknowledged\(s.lastProblem.map { " (last problem: \($0))" } ?? ""); they may not have been written")
+            return 2
+        }
+        if fatal != nil { return 2 }
+        if s.readingsRejected > 0 || s.batchesRejected > 0 || badLines > 0 || !n.inputFailures.isEmpty { return 1 }
+        return 0
+    }
+}
