@@ -285,14 +285,21 @@ int sluice_poll(sluice_client *c, int timeout_ms) {
 static int wait_until(sluice_client *c, int (*done)(const sluice_client *), uint64_t deadline, const char *what,
                       unsigned timeout_ms) {
     char last[sizeof c->errstr];
+    char rejected[sizeof c->errstr];
     last[0] = '\0';
+    rejected[0] = '\0';
     for (;;) {
-        if (done(c)) return SLUICE_OK;
+        if (done(c)) {
+            /* Settled, but a batch the server refused is data the caller lost: say so. */
+            if (rejected[0]) return sl_seterr(c, SLUICE_ERR_REJECTED, "%s", rejected);
+            return SLUICE_OK;
+        }
         uint64_t now = sl_now_ms();
         if (now >= deadline) break;
         uint64_t left = deadline - now;
         int r = sl_pump(c, left > 1000000 ? 1000000 : (int)left);
         if (fatal(c)) return c->err;
+        if (r == SLUICE_ERR_REJECTED) memcpy(rejected, c->errstr, sizeof rejected);
         if (r != SLUICE_OK) {
             memcpy(last, c->errstr, sizeof last);
             c->err = SLUICE_OK;

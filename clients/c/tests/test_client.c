@@ -1,0 +1,468 @@
+/* The client against a well-behaved fake server (a thread of this process): credit, splitting, acks,
+   reconnect and resend, Welcome.committed_seq, heartbeats, GoAway, non-blocking mode, server errors. */
+#define _POSIX_C_SOURCE 200809L
+#include <poll.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+#include "fake_server.h"
+#include "sluice.h"
+
+#define MAXB 4096
+
+typedef struct good {
+    uint64_t initial_credit;
+    uint64_t committed_seq[4];
+    uint32_t heartbeat_ms;
+    uint32_t max_batch;
+    int grant_after_ack;
+    volatile int hold_credit;
+    int close_after_batches[4]; /* 0 = never */
+    int ack_limit[4];           /* 0 = ack everything */
+    int silent;                 /* never answer anything after Welcome */
+    int answer_pings;
+    uint64_t reject_seq;        /* answer this seq with INVALID_ARGUMENT */
+    int go_away_after_first_ack_on_conn0;
+    int auth_fail;
+    uint64_t ping_nonce;        /* send a Ping with this nonce after Welcome */
+    /* recorded */
+    pthread_mutex_t mu;
+    int n;
+    uint64_t seq[MAXB];
+    int conn[MAXB];
+    uint64_t readings[MAXB];
+    int credit_violations;
+    int pings;
+    uint64_t pong_nonce;
+} good;
+
+static void good_init(good *g) {
+    memset(g, 0, sizeof *g);
+    pthread_mutex_init(&g->mu, NULL);
+    g->initial_credit = 100000;
+    g->grant_after_ack = 1;
+    g->answer_pings = 1;
+}
+
+static void good_script(fake_server *s, int fd, int conn) {
+    good *g = s->user;
+    if (fake_read_hello(fd, NULL) != 0) return;
+    if (g->auth_fail) {
+        fake_error(fd, SLUICE__V1__STATUS_CODE__STATUS_CODE_UNAUTHENTICATED, "token unknown: check --token", 0, 1);
+        return;
+    }
+    int k = conn < 4 ? conn : 3;
+    fake_welcome(fd, g->initial_credit, g->committed_seq[k], g->heartbeat_ms, g->max_batch);
+    if (g->ping_nonce) fake_ping(fd, g->ping_nonce);
+    uint64_t credit = g->initial_credit;
+    int batches = 0, acks = 0;
+    while (!s->stop) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        Sluice__V1__ClientFrame *f = fake_read_frame(fd, 2000, NULL);
+        if (f == NULL) return; /* client closed */
+        if (f->kind_case == SLUICE__V1__CLIENT_FRAME__KIND_PING) {
+            pthread_mutex_lock(&g->mu);
+            g->pings++;
+            pthread_mutex_unlock(&g->mu);
+            if (g->answer_pings && !g->silent) {
+                Sluice__V1__Pong po = SLUICE__V1__PONG__INIT;
+                po.nonce = f->ping->nonce;
+                Sluice__V1__ServerFrame sf = SLUICE__V1__SERVER_FRAME__INIT;
+                sf.kind_case = SLUICE__V1__SERVER_FRAME__KIND_PONG;
+                sf.pong = &po;
+                fake_send(fd, &sf, 0);
+            }
+        } else if (f->kind_case == SLUICE__V1__CLIENT_FRAME__KIND_PONG) {
+            g->pong_nonce = f->pong->nonce;
+        } else if (f->kind_case == SLUICE__V1__CLIENT_FRAME__KIND_BATCH) {
+            uint64_t n = fake_batch_readings(f->batch);
+            uint64_t seq = f->batch->seq;
+            pthread_mutex_lock(&g->mu);
+            if (g->n < MAXB) {
+                g->seq[g->n] = seq;
+                g->conn[g->n] = conn;
+                g->readings[g->n] = n;
+                g->n++;
+            }
+            if (n > credit) g->credit_violations++;
+            pthread_mutex_unlock(&g->mu);
+            credit -= n > credit ? credit : n;
+            batches++;
+            if (g->close_after_batches[k] && batches >= g->close_after_batches[k]) {
+                sluice__v1__client_frame__free_unpacked(f, NULL);
+                return;
+            }
+            if (!g->silent) {
+                if (seq == g->reject_seq) {
+                    fake_error(fd, SLUICE__V1__STATUS_CODE__STATUS_CODE_INVALID_ARGUMENT,
+                               "series 0: 3 timestamps but 2 values", seq, 0);
+                } else if (g->ack_limit[k] == 0 || acks < g->ack_limit[k]) {
+                    fake_ack(fd, seq, (uint32_t)n, 0);
+                    acks++;
+                    if (conn == 0 && g->go_away_after_first_ack_on_conn0 && acks == 1) fake_go_away(fd, 50);
+                }
+                if (g->grant_after_ack) {
+                    while (g->hold_credit && !s->stop) poll(NULL, 0, 10);
+                    fake_credit(fd, n);
+                    credit += n;
+                }
+            }
+        }
+        sluice__v1__client_frame__free_unpacked(f, NULL);
+    }
+}
+
+static sluice_config base_config(const char *endpoint) {
+    sluice_config cfg;
+    sluice_config_init(&cfg);
+    cfg.endpoints = endpoint;
+    for (int i = 0; i < 16; i++) cfg.producer_id[i] = (uint8_t)(i + 1);
+    cfg.connect_timeout_ms = 2000;
+    cfg.io_timeout_ms = 5000;
+    cfg.reconnect_min_ms = 10;
+    cfg.reconnect_max_ms = 100;
+    return cfg;
+}
+
+static void append_n(sluice_client *c, const char *dev, int n, int64_t t0) {
+    for (int i = 0; i < n; i++) {
+        int rc = sluice_append(c, dev, "temp_c", t0 + i * 1000000ll, 20.0 + (i % 100) * 0.01, 0);
+        if (rc != SLUICE_OK) {
+            CHECK_RC(c, rc, SLUICE_OK);
+            return;
+        }
+    }
+}
+
+static uint64_t sum_readings(good *g, int conn) {
+    uint64_t s = 0;
+    for (int i = 0; i < g->n; i++)
+        if (conn < 0 || g->conn[i] == conn) s += g->readings[i];
+    return s;
+}
+
+static void sends_everything_in_credit_sized_batches_and_flushes(void) {
+    good g;
+    good_init(&g);
+    g.initial_credit = 1000;
+    fake_server *s = fake_start(good_script, &g, 1);
+    sluice_config cfg = base_config(s->endpoint);
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_err(c), SLUICE_OK);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    CHECK(sluice_get_state(c) == SLUICE_STATE_READY);
+    append_n(c, "dev-a", 1200, 1700000000000000);
+    append_n(c, "dev-b", 800, 1700000000000000);
+    append_n(c, "dev-c", 500, 1700000000000000);
+    CHECK_RC(c, sluice_flush(c, 5000), SLUICE_OK);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.readings_unacked == 0 && st.readings_queued == 0 && st.batches_unacked == 0);
+    CHECK(st.readings_accepted == 2500);
+    CHECK(st.batches_acked == (uint64_t)g.n && g.n >= 3);
+    CHECK(g.credit_violations == 0);
+    CHECK(sum_readings(&g, -1) == 2500);
+    for (int i = 0; i < g.n; i++) {
+        CHECK(g.seq[i] == (uint64_t)i + 1);
+        CHECK(g.readings[i] <= 1000);
+    }
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void waits_for_credit_without_losing_anything(void) {
+    good g;
+    good_init(&g);
+    g.initial_credit = 100;
+    g.hold_credit = 1;
+    fake_server *s = fake_start(good_script, &g, 1);
+    sluice_config cfg = base_config(s->endpoint);
+    cfg.io_timeout_ms = 300;
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    append_n(c, "dev-a", 1000, 1700000000000000);
+    CHECK_RC(c, sluice_send(c), SLUICE_ERR_TIMEOUT);
+    CHECK(strstr(sluice_errstr(c), "credit 0") != NULL);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.credit == 0 && st.credit_stalls >= 1);
+    CHECK(st.readings_queued == 900 && st.readings_unacked + st.readings_accepted == 100);
+    g.hold_credit = 0;
+    CHECK_RC(c, sluice_flush(c, 5000), SLUICE_OK);
+    CHECK(g.credit_violations == 0 && sum_readings(&g, -1) == 1000);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void resends_unacked_batches_in_order_after_reconnect_and_skips_committed_ones(void) {
+    good g;
+    good_init(&g);
+    g.max_batch = 100;
+    g.close_after_batches[0] = 3; /* reads 3 batches, acks only the first, then drops the connection */
+    g.ack_limit[0] = 1;
+    g.committed_seq[1] = 2;       /* ...but seq 2 had committed before the connection died */
+    fake_server *s = fake_start(good_script, &g, 2);
+    sluice_config cfg = base_config(s->endpoint);
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    append_n(c, "dev-a", 500, 1700000000000000);
+    int rc = sluice_flush(c, 5000);
+    CHECK_RC(c, rc, SLUICE_OK);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.connects == 2);
+    CHECK(st.resent_batches >= 1);
+    CHECK(st.batches_duplicate >= 1); /* seq 2, settled by Welcome.committed_seq */
+    CHECK(st.batches_acked == 5 && st.last_seq == 5);
+    /* the second connection saw exactly seqs 3, 4, 5, in order */
+    uint64_t want = 3;
+    for (int i = 0; i < g.n; i++) {
+        if (g.conn[i] != 1) continue;
+        CHECK(g.seq[i] == want);
+        want++;
+    }
+    CHECK(want == 6);
+    CHECK(g.credit_violations == 0);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void sends_heartbeats_and_answers_pings(void) {
+    good g;
+    good_init(&g);
+    g.heartbeat_ms = 100;
+    g.ping_nonce = 77;
+    fake_server *s = fake_start(good_script, &g, 1);
+    sluice_config cfg = base_config(s->endpoint);
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    for (int i = 0; i < 12; i++) CHECK_RC(c, sluice_poll(c, 50), SLUICE_OK);
+    CHECK(sluice_get_state(c) == SLUICE_STATE_READY);
+    pthread_mutex_lock(&g.mu);
+    CHECK(g.pings >= 2);
+    pthread_mutex_unlock(&g.mu);
+    CHECK(g.pong_nonce == 77);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void a_silent_server_is_declared_dead_after_three_intervals(void) {
+    good g;
+    good_init(&g);
+    g.heartbeat_ms = 100;
+    g.silent = 1;
+    fake_server *s = fake_start(good_script, &g, 1);
+    sluice_config cfg = base_config(s->endpoint);
+    cfg.reconnect_min_ms = cfg.reconnect_max_ms = 5000;
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    int rc = SLUICE_OK;
+    for (int i = 0; i < 40 && rc == SLUICE_OK; i++) rc = sluice_poll(c, 50);
+    CHECK_RC(c, rc, SLUICE_ERR_IO);
+    CHECK(strstr(sluice_errstr(c), "silent") != NULL);
+    CHECK(sluice_get_state(c) == SLUICE_STATE_BACKOFF);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void go_away_drains_then_reconnects_quietly(void) {
+    good g;
+    good_init(&g);
+    g.max_batch = 100;
+    g.go_away_after_first_ack_on_conn0 = 1;
+    fake_server *s = fake_start(good_script, &g, 2);
+    sluice_config cfg = base_config(s->endpoint);
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    append_n(c, "dev-a", 100, 1700000000000000);
+    CHECK_RC(c, sluice_flush(c, 5000), SLUICE_OK);
+    /* GoAway follows the ack: once read, with nothing outstanding, the client leaves quietly */
+    CHECK_RC(c, sluice_poll(c, 100), SLUICE_OK);
+    CHECK(sluice_get_state(c) == SLUICE_STATE_BACKOFF);
+    append_n(c, "dev-a", 150, 1700000100000000);
+    CHECK_RC(c, sluice_flush(c, 5000), SLUICE_OK);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.connects == 2 && st.readings_accepted == 250);
+    CHECK(sum_readings(&g, 0) == 100 && sum_readings(&g, 1) == 150);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void non_blocking_mode_runs_from_the_callers_poll_loop(void) {
+    good g;
+    good_init(&g);
+    g.initial_credit = 700;
+    fake_server *s = fake_start(good_script, &g, 1);
+    sluice_config cfg = base_config(s->endpoint);
+    cfg.nonblocking = 1;
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    CHECK(sluice_get_state(c) == SLUICE_STATE_CONNECTING);
+    append_n(c, "dev-a", 3000, 1700000000000000);
+    CHECK_RC(c, sluice_send(c), SLUICE_OK);
+    sluice_stats st;
+    int rounds = 0;
+    for (; rounds < 2000; rounds++) {
+        sluice_get_stats(c, &st);
+        if (st.readings_queued == 0 && st.readings_unacked == 0) break;
+        struct pollfd p = {sluice_fd(c), 0, 0};
+        int ev = sluice_events(c);
+        if (ev & SLUICE_WANT_READ) p.events |= POLLIN;
+        if (ev & SLUICE_WANT_WRITE) p.events |= POLLOUT;
+        int t = sluice_timeout_ms(c);
+        poll(&p, p.fd >= 0 ? 1 : 0, t < 0 || t > 100 ? 100 : t);
+        CHECK_RC(c, sluice_poll(c, 0), SLUICE_OK);
+    }
+    CHECK(st.readings_accepted == 3000 && st.batches_acked >= 5);
+    CHECK(g.credit_violations == 0);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+typedef struct acks {
+    int n, dropped, duplicate;
+    uint64_t dropped_seq;
+    char msg[128];
+} acks;
+
+static void on_ack(void *user, const sluice_ack *a) {
+    acks *k = user;
+    k->n++;
+    if (a->dropped) {
+        k->dropped++;
+        k->dropped_seq = a->seq;
+        snprintf(k->msg, sizeof k->msg, "%s", a->first_reject_message);
+    }
+    if (a->duplicate) k->duplicate++;
+}
+
+static void a_batch_rejected_whole_is_dropped_and_reported(void) {
+    good g;
+    good_init(&g);
+    g.max_batch = 100;
+    g.reject_seq = 2;
+    fake_server *s = fake_start(good_script, &g, 1);
+    sluice_config cfg = base_config(s->endpoint);
+    acks k = {0};
+    cfg.on_ack = on_ack;
+    cfg.on_ack_user = &k;
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    append_n(c, "dev-a", 300, 1700000000000000);
+    CHECK_RC(c, sluice_flush(c, 5000), SLUICE_ERR_REJECTED);
+    CHECK(strstr(sluice_errstr(c), "batch 2") != NULL);
+    CHECK(k.n == 3 && k.dropped == 1 && k.dropped_seq == 2 && strstr(k.msg, "timestamps") != NULL);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.batches_dropped == 1 && st.batches_unacked == 0 && st.readings_accepted == 200);
+    CHECK_RC(c, sluice_flush(c, 100), SLUICE_OK);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void a_refused_token_is_fatal_and_sticky(void) {
+    good g;
+    good_init(&g);
+    g.auth_fail = 1;
+    fake_server *s = fake_start(good_script, &g, 1);
+    sluice_config cfg = base_config(s->endpoint);
+    cfg.token = "wrong";
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_ERR_AUTH);
+    CHECK(strstr(sluice_errstr(c), "token unknown") != NULL);
+    CHECK(sluice_get_state(c) == SLUICE_STATE_FAILED);
+    CHECK_RC(c, sluice_append(c, "d", "m", 1, 1.0, 0), SLUICE_ERR_AUTH);
+    CHECK_RC(c, sluice_poll(c, 0), SLUICE_ERR_AUTH);
+    CHECK(sluice_fd(c) == -1);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void full_memory_refuses_readings_until_acks_free_it(void) {
+    good g;
+    good_init(&g);
+    fake_server *s = fake_start(good_script, &g, 1);
+    sluice_config cfg = base_config(s->endpoint);
+    cfg.memory_limit = 1u << 20;
+    cfg.max_batch_bytes = 16u << 10;
+    cfg.max_batch_readings = 1000;
+    cfg.compression_level = 1;
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_err(c), SLUICE_OK);
+    int added = 0, rc = SLUICE_OK;
+    while (rc == SLUICE_OK && added < 1000000) {
+        rc = sluice_append(c, "dev-a", "temp_c", 1700000000000000 + added * 1000ll, added * 0.5, 0);
+        if (rc == SLUICE_OK) added++;
+    }
+    CHECK_RC(c, rc, SLUICE_ERR_FULL);
+    CHECK(strstr(sluice_errstr(c), "memory ceiling") != NULL);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.memory_used <= cfg.memory_limit && st.memory_peak <= cfg.memory_limit);
+    CHECK(st.readings_open == (uint64_t)added && added > 1000);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    CHECK_RC(c, sluice_flush(c, 10000), SLUICE_OK);
+    CHECK(sum_readings(&g, -1) == (uint64_t)added);
+    CHECK_RC(c, sluice_append(c, "dev-a", "temp_c", 1700000000000000, 1.0, 0), SLUICE_OK);
+    sluice_get_stats(c, &st);
+    CHECK(st.memory_peak <= cfg.memory_limit);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void config_mistakes_are_named(void) {
+    sluice_config cfg;
+    sluice_config_init(&cfg);
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_err(c), SLUICE_ERR_INVALID);
+    CHECK(strstr(sluice_errstr(c), "endpoints") != NULL);
+    CHECK_RC(c, sluice_connect(c), SLUICE_ERR_INVALID);
+    sluice_close(c);
+    cfg.endpoints = "127.0.0.1:7878";
+    c = sluice_create(&cfg);
+    CHECK(strstr(sluice_errstr(c), "producer_id") != NULL);
+    sluice_close(c);
+    cfg.producer_id[0] = 1;
+    cfg.memory_limit = 100000;
+    c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_err(c), SLUICE_ERR_INVALID);
+    CHECK(strstr(sluice_errstr(c), "below the minimum") != NULL);
+    sluice_close(c);
+    cfg.memory_limit = 0;
+    cfg.endpoints = "::1:7878";
+    c = sluice_create(&cfg);
+    CHECK(strstr(sluice_errstr(c), "brackets") != NULL);
+    sluice_close(c);
+    cfg.endpoints = "[::1]:7878, 127.0.0.1:99999";
+    c = sluice_create(&cfg);
+    CHECK(strstr(sluice_errstr(c), "99999") != NULL);
+    sluice_close(c);
+    cfg.endpoints = "[::1]:7878, localhost";
+    c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_err(c), SLUICE_OK);
+    CHECK_RC(c, sluice_append(c, "bad device", "m", 0, 0, 0), SLUICE_ERR_INVALID);
+    CHECK(strstr(sluice_errstr(c), "device_id") != NULL);
+    sluice_close(c);
+    CHECK(sluice_version_number() == SLUICE_VERSION_NUMBER);
+    CHECK(strcmp(sluice_version_string(), SLUICE_VERSION_STRING) == 0);
+    CHECK(strcmp(sluice_strerror(SLUICE_ERR_FULL), "SLUICE_ERR_FULL") == 0);
+    CHECK(sluice_errstr(NULL) != NULL);
+}
+
+int main(void) {
+    RUN(config_mistakes_are_named);
+    RUN(sends_everything_in_credit_sized_batches_and_flushes);
+    RUN(waits_for_credit_without_losing_anything);
+    RUN(resends_unacked_batches_in_order_after_reconnect_and_skips_committed_ones);
+    RUN(sends_heartbeats_and_answers_pings);
+    RUN(a_silent_server_is_declared_dead_after_three_intervals);
+    RUN(go_away_drains_then_reconnects_quietly);
+    RUN(non_blocking_mode_runs_from_the_callers_poll_loop);
+    RUN(a_batch_rejected_whole_is_dropped_and_reported);
+    RUN(a_refused_token_is_fatal_and_sticky);
+    RUN(full_memory_refuses_readings_until_acks_free_it);
+    CHECK_DONE();
+}
