@@ -113,6 +113,9 @@ public struct SessionStateMachine: Sendable {
 
     public var isClosed: Bool { state == .closed }
 
+    /// Frames handed to the pipeline and not yet released in order (the handler stops reading above a bound).
+    public var inPipeline: Int { resequencer.pending }
+
     // MARK: - Bytes and frames
 
     /// Bytes arrived; `partialFramePending` says whether the decoder now holds part of a frame.
@@ -252,7 +255,6 @@ public struct SessionStateMachine: Sendable {
     /// The batch's credit check failed: `RESOURCE_EXHAUSTED`, connection closed.
     public mutating func creditViolation(seq: UInt64, held: Int, sent: Int) -> Action? {
         guard state != .closed else { return nil }
-        awaitingCommit -= 1
         return fail(
             WireError(
                 .resourceExhausted,

@@ -1,1 +1,247 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+import SluiceCore
+import SluiceProtocol
 import SluiceStore
+
+/// The sluice ingest server: TCP listener, sessions, pipeline, writer pool, and the HTTP status endpoint.
+///
+/// ```swift
+/// let server = SluiceServer(configuration: .init(port: 0, writerPool: .init(databaseURL: url)), logger: logger)
+/// try await server.start()
+/// print(server.localPort)
+/// await server.shutdown()   // drain: GoAway, commit what is queued, last acks
+/// ```
+///
+/// As a swift-service-lifecycle `Service`, `run()` starts it, waits for graceful shutdown (SIGTERM in
+/// `sluiced`), and drains.
+public final class SluiceServer: Service, Sendable {
+    private struct Running: Sendable {
+        var group: MultiThreadedEventLoopGroup
+        var listener: any Channel
+        var http: (any Channel)?
+        var pool: WriterPool
+        var coordinator: IngestCoordinator
+        var pipeline: IngestPipeline
+        var pipelineTask: Task<Void, Never>
+        var background: [Task<Void, Never>]
+        var localPort: Int
+        var httpPort: Int?
+    }
+
+    private enum Phase: Sendable {
+        case idle
+        case running(Running)
+        case stopped
+    }
+
+    public let configuration: Configuration
+    /// Where the server's Prometheus instruments live; `/metrics` emits all of it.
+    public let metricsRegistry: PrometheusCollectorRegistry
+    private let logger: Logger
+    private let phase = NIOLockedValueBox(Phase.idle)
+    private let startedAt = ContinuousClock.now
+
+    public init(
+        configuration: Configuration, logger: Logger,
+        metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.metricsRegistry = metricsRegistry
+    }
+
+    /// The port the ingest listener is bound to (useful with port 0). 0 before `start()`.
+    public var localPort: Int {
+        phase.withLockedValue { if case .running(let r) = $0 { r.localPort } else { 0 } }
+    }
+
+    /// The port of the HTTP listener, if there is one.
+    public var httpPort: Int? {
+        phase.withLockedValue { if case .running(let r) = $0 { r.httpPort } else { nil } }
+    }
+
+    /// Connects to PostgreSQL (migrating the schema), loads the device registry, and starts listening.
+    /// Throws a clear error if the database is unreachable or an address cannot be bound.
+    public func start() async throws {
+        let pool = WriterPool(configuration: configuration.writerPool, logger: logger)
+        try await pool.start()
+
+        let reader = DeviceRegistryReader(databaseURL: configuration.writerPool.databaseURL, logger: logger)
+        let registry = DeviceRegistryCache(reader: reader, deadline: configuration.enrichmentDeadline, logger: logger)
+        await registry.reload()
+
+        let metrics = ServerMetrics(registry: metricsRegistry)
+        let coordinator = IngestCoordinator(
+            flow: configuration.flow, tokens: configuration.tokens, maxConnections: configuration.maxConnections,
+            metrics: metrics, logger: logger)
+        let pipeline = IngestPipeline(
+            concurrency: configuration.pipelineConcurrency, policy: configuration.validation, registry: registry)
+        let pipelineTask = Task { await pipeline.run() }
+        let refreshInterval = configuration.registryRefreshInterval
+        var background = [Task { await registry.refreshForever(every: refreshInterval) }]
+        background.append(
+            Task {
+                // The flow controller's view of the database: queue depth and commit latency, 20 times a second.
+                while !Task.isCancelled {
+                    coordinator.observe(pool.stats)
+                    try? await Task.sleep(nanoseconds: 50_000_000)
+                }
+            })
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
+        let context = ServerContext(
+            coordinator: coordinator, pipeline: pipeline, pool: pool, configuration: configuration, logger: logger)
+        let listener: any Channel
+        var http: (any Channel)?
+        do {
+            listener = try await Self.bindIngest(group: group, context: context)
+            if let httpHost = configuration.httpHost {
+                let listen = "\(configuration.host):\(listener.localAddress?.port ?? 0)"
+                http = try await bindHTTP(
+                    group: group, host: httpHost, port: configuration.httpPort, listen: listen,
+                    coordinator: coordinator, pool: pool, metrics: metrics)
+            }
+        } catch {
+            pipeline.finish()
+            await pipelineTask.value
+            for task in background { task.cancel() }
+            await pool.shutdown()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        let running = Running(
+            group: group, listener: listener, http: http, pool: pool, coordinator: coordinator, pipeline: pipeline,
+            pipelineTask: pipelineTask, background: background, localPort: listener.localAddress?.port ?? 0,
+            httpPort: http?.localAddress?.port)
+        phase.withLockedValue { $0 = .running(running) }
+
+        if configuration.tokens.entries.isEmpty {
+            logger.notice("no tokens configured: accepting loopback clients only (create one with `sluiced token create`)")
+        } else {
+            logger.info("token authentication on", metadata: ["tokens": "\(configuration.tokens.entries.count)"])
+        }
+        logger.info(
+            "ingest listener ready",
+            metadata: [
+                "listen": "\(configuration.host):\(running.localPort)",
+                "http": "\(running.httpPort.map { "\(configuration.httpHost ?? ""):\($0)" } ?? "off")",
+                "writers": "\(configuration.writerPool.writers)", "pipeline": "\(configuration.pipelineConcurrency)",
+            ])
+    }
+
+    /// Replaces the token table (SIGHUP in `sluiced`). Sessions already open keep their scope.
+    public func reloadTokens(_ tokens: TokenTable) {
+        phase.withLockedValue { if case .running(let r) = $0 { r.coordinator.replaceTokens(tokens) } }
+        logger.info("tokens reloaded", metadata: ["tokens": "\(tokens.entries.count)"])
+    }
+
+    /// Drains and stops: stop accepting, send `GoAway`, stop granting credit, commit what is queued, send the
+    /// last acks, close. Connections still owed acks after `drainTimeout` are closed anyway (their clients
+    /// resend after reconnecting; nothing is lost or written twice).
+    public func shutdown() async {
+        let running: Running? = phase.withLockedValue { p in
+            guard case .running(let r) = p else { return nil }
+            p = .stopped
+            return r
+        }
+        guard let running else { return }
+        let clock = ContinuousClock()
+        let began = clock.now
+        try? await running.listener.close()
+        let open = running.coordinator.beginDrain()
+        logger.notice("draining", metadata: ["connections": "\(open)"])
+        let deadline = began + .milliseconds(Int64(configuration.drainTimeout * 1000))
+        while running.coordinator.openConnections > 0 && clock.now < deadline {
+            try? await Task.sleep(nanoseconds: 10_000_000)
+        }
+        let stragglers = running.coordinator.handles
+        for handle in stragglers { handle.forceClose() }
+        running.pipeline.finish()
+        await running.pipelineTask.value
+        await running.pool.shutdown()
+        for task in running.background { task.cancel() }
+        try? await running.http?.close()
+        try? await running.group.shutdownGracefully()
+        logger.notice(
+            "stopped", metadata: ["drain_seconds": "\(clock.now - began)", "forced_closes": "\(stragglers.count)"])
+    }
+
+    /// `Service`: starts, runs until graceful shutdown is triggered, then drains.
+    public func run() async throws {
+        try await start()
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+
+    // MARK: - Listeners
+
+    private static func bindIngest(group: MultiThreadedEventLoopGroup, context: ServerContext) async throws -> any Channel {
+        let configuration = context.configuration
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 1024)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let limits = FrameLimitsHandle(.handshake)
+                    let progress = ReadProgress()
+                    let peer = channel.remoteAddress
+                    let session = SessionHandler(
+                        server: context, limits: limits, progress: progress, isLoopbackPeer: Self.isLoopback(peer),
+                        peer: peer.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?")
+                    let handlers: [any ChannelHandler] = [
+                        ReadProgressHandler(progress: progress),
+                        ByteToMessageHandler(FrameDecoder(expectsPreface: true, limits: limits)),
+                        MessageToByteHandler(MessageFrameEncoder<ServerFrame>(compress: false)),
+                        session,
+                    ]
+                    try channel.pipeline.syncOperations.addHandlers(handlers)
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port).get()
+    }
+
+    private func bindHTTP(
+        group: MultiThreadedEventLoopGroup, host: String, port: Int, listen: String, coordinator: IngestCoordinator,
+        pool: WriterPool, metrics: ServerMetrics
+    ) async throws -> any Channel {
+        let startedAt = self.startedAt
+        let status: @Sendable () -> String = {
+            let totals = metrics.snapshot
+            let stats = pool.stats
+            return StatusReport(
+                uptimeSeconds: Double((ContinuousClock.now - startedAt).components.seconds)
+                    + Double((ContinuousClock.now - startedAt).components.attoseconds) / 1e18,
+                listen: listen, connections: totals.connections, batchesAccepted: totals.batchesAccepted,
+                batchesDuplicate: totals.batchesDuplicate, batchesRejected: totals.batchesRejected,
+                readingsAccepted: totals.readingsAccepted, readingsRejected: totals.readingsRejected,
+                queueDepthReadings: stats.queuedReadings, creditHeldReadings: coordinator.creditHeld,
+                commitLatencyP99Ms: stats.commitLatencyP99Seconds * 1000, databaseReachable: stats.databaseReachable
+            ).json
+        }
+        let prometheus: @Sendable () -> [UInt8] = {
+            coordinator.observe(pool.stats)
+            return metrics.prometheusText()
+        }
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(HTTPEndpointHandler(status: status, metrics: prometheus))
+                }
+            }
+            .bind(host: host, port: port).get()
+    }
+
+    static func isLoopback(_ address: SocketAddress?) -> Bool {
+        guard let ip = address?.ipAddress else { return false }
+        return ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    }
+}

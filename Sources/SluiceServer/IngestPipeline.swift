@@ -1,0 +1,168 @@
+import Foundation
+import Logging
+import NIOCore
+import SluiceCore
+import SluiceProtocol
+import SluiceStore
+
+/// What the pipeline made of one frame handed to it.
+enum PipelineResult: Sendable {
+    /// A batch ready for the writer pool, and the `Ack` to send once it commits.
+    case batch(PreparedBatch)
+    /// Rejected whole (structure, scope): an `Error` for that seq, the session goes on.
+    case rejected(seq: UInt64, readings: Int, WireError)
+    /// Undecodable: the connection closes.
+    case broken(WireError)
+    case ping(nonce: UInt64)
+    case pong
+    case hello
+
+    /// The state machine's view of it (the payload stays with the handler).
+    var decoded: SessionStateMachine.Decoded {
+        switch self {
+        case .batch(let b): .batch(seq: b.seq, readings: b.readings)
+        case .rejected(let seq, let readings, let error): .rejected(seq: seq, readings: readings, error)
+        case .broken(let error): .broken(error)
+        case .ping(let nonce): .ping(nonce: nonce)
+        case .pong: .pong
+        case .hello: .hello
+        }
+    }
+}
+
+/// A validated, enriched batch and its ack-to-be.
+struct PreparedBatch: Sendable {
+    var seq: UInt64
+    /// Credit the batch costs: every reading it holds, accepted or not.
+    var readings: Int
+    var write: WriteBatch
+    var accepted: Int
+    var rejected: Int
+    var reasons: [Rejection]
+}
+
+/// One frame to decode, validate and enrich.
+struct PipelineJob: Sendable {
+    enum Input: Sendable {
+        /// Still encoded, possibly compressed.
+        case raw(RawFrame)
+        /// Already decoded on the event loop (an uncompressed frame that did not look like a batch).
+        case decoded(Batch)
+    }
+
+    var input: Input
+    var ticket: UInt64
+    var producer: ProducerID
+    var devicePrefix: String
+    var maxDecompressedBytes: Int
+    var session: SessionHandle
+}
+
+/// Decompress + decode + validate + enrich, off the event loops, in ONE bounded task group: at most
+/// `concurrency` frames are worked on at once, whichever connections they come from. Results go back to the
+/// session, which re-sequences them into arrival order before they reach the writer pool.
+final class IngestPipeline: Sendable {
+    private let jobs: AsyncStream<PipelineJob>
+    private let continuation: AsyncStream<PipelineJob>.Continuation
+    private let concurrency: Int
+    private let policy: ValidationPolicy
+    private let registry: DeviceRegistryCache?
+
+    init(concurrency: Int, policy: ValidationPolicy, registry: DeviceRegistryCache?) {
+        (jobs, continuation) = AsyncStream.makeStream(of: PipelineJob.self)
+        self.concurrency = concurrency
+        self.policy = policy
+        self.registry = registry
+    }
+
+    /// Queues a job. Memory is bounded upstream: a connection stops being read once it has
+    /// `maxFramesInPipelinePerConnection` frames here, and batches are bounded by credit.
+    func submit(_ job: PipelineJob) {
+        continuation.yield(job)
+    }
+
+    /// Ends the stream; `run` returns once the jobs already queued are done.
+    func finish() {
+        continuation.finish()
+    }
+
+    /// Runs the task group until `finish()`.
+    func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            var running = 0
+            for await job in jobs {
+                if running >= concurrency {
+                    await group.next()
+                    running -= 1
+                }
+                group.addTask { [self] in
+                    let result = await self.process(job)
+                    job.session.decoded(ticket: job.ticket, result)
+                }
+                running += 1
+            }
+        }
+    }
+
+    func process(_ job: PipelineJob) async -> PipelineResult {
+        let batch: Batch
+        switch job.input {
+        case .decoded(let b):
+            batch = b
+        case .raw(let frame):
+            let message: ClientFrame
+            do {
+                message = try FramePayload.decodeFrame(
+                    ClientFrame.self, from: frame, decompressor: nil, maxDecompressedBytes: job.maxDecompressedBytes)
+            } catch {
+                return .broken(error)
+            }
+            switch message.kind {
+            case .batch(let b): batch = b
+            case .ping(let p): return .ping(nonce: p.nonce)
+            case .pong: return .pong
+            case .hello: return .hello
+            case nil: return .broken(WireError(.protocolError, "ClientFrame has no message set"))
+            }
+        }
+        let readings = BatchValidator.readingCount(of: batch)
+        let validated: ValidatedBatch
+        do {
+            validated = try BatchValidator.validate(
+                batch, policy: policy, nowMicros: Self.nowMicros(), devicePrefix: job.devicePrefix)
+        } catch {
+            return .rejected(seq: batch.seq, readings: readings, error)
+        }
+        return .batch(await enrich(validated, readings: readings, producer: job.producer))
+    }
+
+    /// Joins accepted readings with the device registry: value = raw × scale + offset, plus site and unit.
+    func enrich(_ batch: ValidatedBatch, readings: Int, producer: ProducerID) async -> PreparedBatch {
+        let devices = Set(batch.accepted.map(\.deviceID))
+        let (info, partial) =
+            if let registry, !devices.isEmpty { await registry.resolve(devices) } else { ([String: DeviceInfo](), Set<String>()) }
+        let series = batch.accepted.map { s -> RowSeries in
+            let entry = info[s.deviceID]
+            var values = s.values
+            if let entry, entry.scale != 1 || entry.offset != 0 {
+                for i in values.indices { values[i] = values[i] * entry.scale + entry.offset }
+            }
+            return RowSeries(
+                deviceID: s.deviceID, metric: s.metric, times: s.times, values: values, quality: s.quality,
+                site: entry?.site, unit: entry?.unit, enrichmentPartial: partial.contains(s.deviceID))
+        }
+        let deadLetters = batch.rejected.map { r in
+            DeadLetter(
+                deviceID: r.deviceID, metric: r.metric, timeMicros: r.timeMicros, value: r.value, quality: r.quality,
+                reasonCode: Int32(r.code.rawValue), reason: r.message)
+        }
+        return PreparedBatch(
+            seq: batch.seq, readings: readings,
+            write: WriteBatch(producer: producer, seq: batch.seq, series: series, deadLetters: deadLetters),
+            accepted: batch.acceptedCount, rejected: batch.rejected.count, reasons: batch.firstReasons)
+    }
+
+    static func nowMicros() -> Int64 {
+        Int64((Date().timeIntervalSince1970 * 1_000_000).rounded())
+    }
+}

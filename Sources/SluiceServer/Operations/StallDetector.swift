@@ -1,0 +1,69 @@
+import Logging
+import Metrics
+import NIOCore
+
+/// Finds the classic failure of an async server: one accidental blocking call that freezes an event loop or
+/// the cooperative pool while everything looks idle.
+///
+/// Every `interval` it schedules a no-op on each event loop and a short sleep on the cooperative pool, and
+/// records how late each one ran. Lateness goes to the histograms `sluice_event_loop_lag_seconds` (by loop)
+/// and `sluice_cooperative_pool_lag_seconds`; anything past `warnAfter` is logged as a warning naming the loop
+/// and the length of the stall.
+public struct StallDetector: Sendable {
+    public var interval: Duration
+    public var warnAfter: Duration
+    private let loops: [any EventLoop]
+    private let logger: Logger
+
+    public init(loops: [any EventLoop], interval: Duration = .milliseconds(100), warnAfter: Duration = .milliseconds(50), logger: Logger) {
+        self.loops = loops
+        self.interval = interval
+        self.warnAfter = warnAfter
+        self.logger = logger
+    }
+
+    /// Runs until cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            for (index, loop) in loops.enumerated() {
+                group.addTask { await watch(loop: loop, name: "event-loop-\(index)") }
+            }
+            group.addTask { await watchCooperativePool() }
+        }
+    }
+
+    private func watch(loop: any EventLoop, name: String) async {
+        let timer = Metrics.Timer(label: "sluice_event_loop_lag_seconds", dimensions: [("loop", name)])
+        let clock = ContinuousClock()
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: interval) } catch { return }
+            let scheduled = clock.now
+            // Runs when the loop gets to it: the delay is how long the loop was busy with something else.
+            let ran = try? await loop.submit { clock.now }.get()
+            guard let ran else { return }
+            record(lag: ran - scheduled, timer: timer, where: name)
+        }
+    }
+
+    private func watchCooperativePool() async {
+        let timer = Metrics.Timer(label: "sluice_cooperative_pool_lag_seconds")
+        let clock = ContinuousClock()
+        while !Task.isCancelled {
+            let start = clock.now
+            do { try await Task.sleep(for: interval) } catch { return }
+            // Oversleeping means no cooperative thread was free to resume us.
+            let lag = clock.now - start - interval
+            record(lag: max(lag, .zero), timer: timer, where: "cooperative-pool")
+        }
+    }
+
+    private func record(lag: Duration, timer: Metrics.Timer, where name: String) {
+        let nanos = lag.components.seconds * 1_000_000_000 + lag.components.attoseconds / 1_000_000_000
+        timer.recordNanoseconds(nanos)
+        if lag > warnAfter {
+            logger.warning(
+                "stall detected: \(name) was blocked for \(nanos / 1_000_000) ms",
+                metadata: ["loop": "\(name)", "stall_ms": "\(nanos / 1_000_000)"])
+        }
+    }
+}

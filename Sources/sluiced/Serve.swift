@@ -1,0 +1,166 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Metrics
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+import SluiceCore
+import SluiceServer
+import SluiceStore
+import UnixSignals
+
+/// Settings every `sluiced` command understands (where the state and the tokens are).
+struct LocationOptions: ParsableArguments {
+    @Option(name: .long, help: "Config file of \"name = value\" lines (or $SLUICE_CONFIG).")
+    var config: String?
+
+    @Option(name: .long, help: "Embedded PostgreSQL and default token file live here. Default: ./sluice-state")
+    var stateDir: String?
+
+    @Option(name: .long, help: "Token file. Default: <state-dir>/tokens")
+    var tokenFile: String?
+
+    func settings(extra flags: [String: String?] = [:]) throws -> Settings {
+        var all = flags
+        all["state-dir"] = stateDir
+        all["token-file"] = tokenFile
+        let environment = ProcessInfo.processInfo.environment
+        return try Settings(flags: all, environment: environment, configFile: config ?? environment["SLUICE_CONFIG"])
+    }
+
+    static func tokenPath(_ settings: Settings) -> String {
+        settings["token-file"] ?? ((settings["state-dir"] ?? "./sluice-state") + "/tokens")
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Run the ingest server (the default command).")
+
+    @OptionGroup var location: LocationOptions
+
+    @Option(help: "Ingest listener, host:port; port 0 picks a free one. Default: 127.0.0.1:7878")
+    var listen: String?
+
+    @Option(help: "HTTP listener for /status and /metrics, host:port or \"off\". Default: 127.0.0.1:7879")
+    var http: String?
+
+    @Option(help: "libpq URL of PostgreSQL. Absent: an embedded cluster under --state-dir.")
+    var databaseURL: String?
+
+    @Option(help: "Writer threads (PostgreSQL connections). Default: 2")
+    var writers: String?
+
+    @Option(help: "Batches validated and enriched at once. Default: the core count")
+    var pipeline: String?
+
+    @Option(help: "Connections accepted at once. Default: 10000")
+    var maxConnections: String?
+
+    @Option(help: "Seconds a drain (SIGTERM) waits for the last acks. Default: 20")
+    var drainTimeout: String?
+
+    @Option(help: "trace, debug, info, notice, warning, error, critical. Default: info")
+    var logLevel: String?
+
+    func run() async throws {
+        let settings = try location.settings(extra: [
+            "listen": listen, "http": http, "database-url": databaseURL, "writers": writers, "pipeline": pipeline,
+            "max-connections": maxConnections, "drain-timeout": drainTimeout, "log-level": logLevel,
+        ])
+        guard let level = Logger.Level(rawValue: settings["log-level"] ?? "info") else {
+            throw SettingsError("log-level \"\(settings["log-level"] ?? "")\" (from \(settings.origin("log-level"))) is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let logger = Logger(label: "sluiced")
+
+        guard let listen = try settings.address("listen") else { throw SettingsError("listen cannot be \"off\"") }
+        let http = try settings.address("http")
+        let stateDir = settings["state-dir"] ?? "./sluice-state"
+        let tokenPath = LocationOptions.tokenPath(settings)
+        let tokens = try TokenFile.load(tokenPath)
+
+        var cluster: PostgresCluster?
+        let url: String
+        if let given = settings["database-url"] {
+            url = given
+        } else {
+            let embedded = try Self.embeddedCluster(stateDir: stateDir, logger: logger)
+            logger.info("starting embedded PostgreSQL", metadata: ["data_directory": "\(embedded.dataDirectory)", "port": "\(embedded.port)"])
+            try await embedded.start()
+            cluster = embedded
+            url = embedded.url
+        }
+
+        var configuration = SluiceServer.Configuration(
+            host: listen.host, port: listen.port, httpHost: http?.host, httpPort: http?.port ?? 0,
+            writerPool: .init(databaseURL: url, writers: try settings.int("writers", range: 1...64) ?? 2),
+            tokens: tokens)
+        if let k = try settings.int("pipeline", range: 1...256) { configuration.pipelineConcurrency = k }
+        if let n = try settings.int("max-connections", range: 1...1_000_000) { configuration.maxConnections = n }
+        if let t = try settings.double("drain-timeout") { configuration.drainTimeout = t }
+
+        let server = SluiceServer(configuration: configuration, logger: logger, metricsRegistry: registry)
+        let daemon = Daemon(server: server, tokenPath: tokenPath, logger: logger)
+        let group = ServiceGroup(
+            services: [daemon], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+        do {
+            try await group.run()
+        } catch {
+            if let cluster { try? await cluster.stop() }
+            throw error
+        }
+        if let cluster {
+            logger.info("stopping embedded PostgreSQL")
+            try await cluster.stop()
+        }
+    }
+
+    /// The embedded cluster keeps its port across restarts (in `<state-dir>/postgres.port`), so a cluster
+    /// left running by a crashed daemon is found again rather than duplicated.
+    static func embeddedCluster(stateDir: String, logger: Logger) throws -> PostgresCluster {
+        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        let portFile = stateDir + "/postgres.port"
+        let saved = (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap {
+            Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let cluster = PostgresCluster(dataDirectory: stateDir + "/postgres", port: saved, logger: logger)
+        if saved == nil { try "\(cluster.port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
+        return cluster
+    }
+}
+
+/// The server as the service group runs it: start, announce, reload tokens on SIGHUP, drain on SIGTERM.
+struct Daemon: Service {
+    let server: SluiceServer
+    let tokenPath: String
+    let logger: Logger
+
+    func run() async throws {
+        try await server.start()
+        // The one line tests and scripts wait for (the address is the real one, also with port 0).
+        FileHandle.standardError.write(Data("sluiced: listening on \(server.configuration.host):\(server.localPort)\n".utf8))
+        if let port = server.httpPort {
+            logger.info("status and metrics", metadata: ["url": "http://\(server.configuration.httpHost ?? ""):\(port)/status"])
+        }
+        let reloader = Task { [server, tokenPath, logger] in
+            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                do {
+                    server.reloadTokens(try TokenFile.load(tokenPath))
+                } catch {
+                    logger.error("token reload failed; keeping the current tokens", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        try? await gracefulShutdown()
+        reloader.cancel()
+        await server.shutdown()
+    }
+}

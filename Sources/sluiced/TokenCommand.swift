@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import SluiceCore
+
+struct TokenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token",
+        abstract: "Create, list and revoke client tokens (stored hashed in the token file).",
+        discussion: """
+            A token lets a client connect from anywhere and write devices whose id starts with its prefix. \
+            While no token exists, sluiced accepts loopback clients only. A running sluiced picks up changes \
+            on SIGHUP (e.g. systemctl reload sluiced).
+            """,
+        subcommands: [Create.self, List.self, Revoke.self])
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a token and print it (once: only its SHA-256 is kept).",
+            discussion: "Example: sluiced token create --prefix plant1. --name \"gateway 3\"")
+
+        @OptionGroup var location: LocationOptions
+
+        @Option(help: "Device ids this token may write start with this; empty = any device.")
+        var prefix: String = ""
+
+        @Option(help: "A note for operators, shown by `token list`.")
+        var name: String = ""
+
+        func run() throws {
+            let path = LocationOptions.tokenPath(try location.settings())
+            var table = try TokenFile.load(path)
+            var rng = SystemRandomNumberGenerator()
+            let (token, entry) = TokenTable.makeToken(
+                devicePrefix: prefix, name: name, createdAt: Int64(Date().timeIntervalSince1970), using: &rng)
+            table.entries.append(entry)
+            try TokenFile.save(table, to: path)
+            print(token)
+            FileHandle.standardError.write(
+                Data("sluiced: token \(entry.id) created in \(path) (devices: \(prefix.isEmpty ? "any" : prefix + "*")); it is shown only this once\n".utf8))
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List tokens: id, device prefix, created, name.")
+
+        @OptionGroup var location: LocationOptions
+
+        func run() throws {
+            let path = LocationOptions.tokenPath(try location.settings())
+            let table = try TokenFile.load(path)
+            if table.entries.isEmpty {
+                print("no tokens in \(path): sluiced accepts loopback clients only")
+                return
+            }
+            print("ID        PREFIX            CREATED               NAME")
+            for e in table.entries {
+                let created = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(e.createdAt)))
+                let prefix = e.devicePrefix.isEmpty ? "*" : e.devicePrefix
+                print("\(e.id.padding(toLength: 9, withPad: " ", startingAt: 0)) \(prefix.padding(toLength: 17, withPad: " ", startingAt: 0)) \(created)  \(e.name)")
+            }
+        }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke a token by its id (from `token list`).",
+            discussion: "Example: sluiced token revoke 3f9a0c1d")
+
+        @OptionGroup var location: LocationOptions
+
+        @Argument(help: "The token's id.")
+        var id: String
+
+        func run() throws {
+            let path = LocationOptions.tokenPath(try location.settings())
+            var table = try TokenFile.load(path)
+            let before = table.entries.count
+            table.entries.removeAll { $0.id == id }
+            guard table.entries.count < before else {
+                throw ValidationError("no token with id \(id) in \(path): see `sluiced token list`")
+            }
+            try TokenFile.save(table, to: path)
+            print("revoked \(id); send SIGHUP to a running sluiced to apply it")
+        }
+    }
+}

@@ -1,1 +1,0 @@
-print("sluiced: not built yet")
