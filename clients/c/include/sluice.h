@@ -144,6 +144,11 @@ typedef struct sluice_config {
     /** Required, not all zero. The producer's stable identity: keep it across restarts of the device,
         since the server deduplicates batches by (producer_id, seq). */
     uint8_t producer_id[16];
+    /** First sequence number to use [1]. The server deduplicates by (producer_id, seq) and says in Welcome
+        which seq it committed last; the client never goes at or below that. A device that may restart while
+        a batch is still in the server's pipeline should persist sluice_stats.last_seq now and then and pass
+        last_seq + 1 here (the Swift client does the same with its state file). */
+    uint64_t first_seq;
     /** Sent in Hello for the server's logs [libsluice]. */
     const char *client_name;
 

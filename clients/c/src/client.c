@@ -82,6 +82,7 @@ sluice_client *sluice_create(const sluice_config *cfg) {
     }
     c->cfg = *cfg;
     c->cfg.allocator = NULL;
+    if (c->cfg.first_seq > 1) c->next_seq = c->cfg.first_seq;
     apply_defaults(&c->cfg);
     if (validate(c, &c->cfg) != SLUICE_OK) return c;
     c->mem.limit = c->cfg.memory_limit;

@@ -286,6 +286,11 @@ static int on_go_away(sluice_client *c, const Sluice__V1__GoAway *g) {
     return SLUICE_OK;
 }
 
+static const char *kind_name(int kind) {
+    static const char *names[] = {"nothing", "Welcome", "Ack", "Credit", "Error", "Ping", "Pong", "GoAway"};
+    return kind >= 0 && kind < 8 ? names[kind] : "an unknown frame";
+}
+
 int sl_handle_frame(sluice_client *c, uint8_t flags, const uint8_t *payload, size_t len) {
     uint8_t *plain = NULL;
     size_t plain_len = len;
@@ -315,9 +320,15 @@ int sl_handle_frame(sluice_client *c, uint8_t flags, const uint8_t *payload, siz
         return rc;
     }
     sl_free(&c->mem, plain);
+    if (f->kind_case == SLUICE__V1__SERVER_FRAME__KIND__NOT_SET) {
+        rc = sl_seterr(c, SLUICE_ERR_PROTOCOL, "server frame holds no known message (empty, or newer than v1)");
+        sl_drop_connection(c, -1);
+        sluice__v1__server_frame__free_unpacked(f, &pa);
+        return rc;
+    }
     if (c->state == SLUICE_STATE_CONNECTING && f->kind_case != SLUICE__V1__SERVER_FRAME__KIND_WELCOME &&
         f->kind_case != SLUICE__V1__SERVER_FRAME__KIND_ERROR && f->kind_case != SLUICE__V1__SERVER_FRAME__KIND_GO_AWAY) {
-        rc = sl_seterr(c, SLUICE_ERR_PROTOCOL, "server sent frame kind %d before Welcome", (int)f->kind_case);
+        rc = sl_seterr(c, SLUICE_ERR_PROTOCOL, "server sent %s before Welcome", kind_name(f->kind_case));
         sl_drop_connection(c, -1);
         sluice__v1__server_frame__free_unpacked(f, &pa);
         return rc;

@@ -1,0 +1,359 @@
+/* libsluice against the real sluiced and PostgreSQL: 100k readings acked and counted; credit wait while
+   PostgreSQL is held back by a lock; sluiced killed (SIGKILL) and restarted mid-stream, every reading
+   present exactly once afterwards.
+   Needs SLUICED (path of a built sluiced) and SLUICE_TEST_DATABASE_URL (tools/test sets it); the Makefile
+   runs this only when both are there and says so when it does not. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "sluice.h"
+
+static const char *sluiced_path;
+static char admin_url[512];  /* the test cluster's `postgres` database */
+static char db_url[512];     /* our fresh database */
+static char db_name[64];
+static char psql_path[512];
+static char work_dir[128];
+static pid_t daemon_pid = -1;
+static int daemon_port;
+static int daemon_starts;
+
+static int64_t now_us(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+/* Runs psql with one SQL command on `url`; the first output line goes to `out`. Returns the exit status. */
+static int psql(const char *url, char *out, size_t outlen, const char *fmt, ...) {
+    char sql[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    int pipefd[2];
+    if (pipe(pipefd) != 0) return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pipefd[1], 1);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        execl(psql_path, "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql, (char *)NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    char buf[4096];
+    size_t n = 0;
+    ssize_t r;
+    while ((r = read(pipefd[0], buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)r;
+    close(pipefd[0]);
+    buf[n] = '\0';
+    int status;
+    waitpid(pid, &status, 0);
+    if (out) {
+        char *nl = strchr(buf, '\n');
+        if (nl) *nl = '\0';
+        size_t m = strlen(buf) < outlen - 1 ? strlen(buf) : outlen - 1;
+        memcpy(out, buf, m);
+        out[m] = '\0';
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static long long count_rows(const char *where) {
+    char out[64] = "";
+    if (psql(db_url, out, sizeof out, "SELECT count(*) FROM readings %s", where) != 0) return -1;
+    return atoll(out);
+}
+
+static void daemon_log_tail(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "tail -n 30 %s/sluiced.log >&2", work_dir);
+    if (system(cmd) != 0) fprintf(stderr, "(no sluiced log)\n");
+}
+
+/* Starts sluiced (on `port`, 0 = any) and waits for its "listening on" line. */
+static int start_daemon(int port) {
+    char log[200], listen[64], state[200];
+    snprintf(log, sizeof log, "%s/sluiced.log", work_dir);
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    snprintf(state, sizeof state, "%s/state", work_dir);
+    long start_offset = 0;
+    FILE *lf = fopen(log, "a");
+    if (lf) {
+        start_offset = ftell(lf);
+        fclose(lf);
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        close(fd);
+        execl(sluiced_path, "sluiced", "--listen", listen, "--database-url", db_url, "--http", "127.0.0.1:0",
+              "--state-dir", state, (char *)NULL);
+        _exit(127);
+    }
+    daemon_pid = pid;
+    daemon_starts++;
+    for (int i = 0; i < 600; i++) { /* up to 60 s */
+        FILE *f = fopen(log, "r");
+        if (f) {
+            fseek(f, start_offset, SEEK_SET);
+            char line[512];
+            while (fgets(line, sizeof line, f)) {
+                char *p = strstr(line, "sluiced: listening on ");
+                if (p) {
+                    char *colon = strrchr(p, ':');
+                    daemon_port = atoi(colon + 1);
+                    fclose(f);
+                    return 0;
+                }
+            }
+            fclose(f);
+        }
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            fprintf(stderr, "  sluiced exited before listening:\n");
+            daemon_log_tail();
+            daemon_pid = -1;
+            return -1;
+        }
+        usleep(100000);
+    }
+    fprintf(stderr, "  sluiced did not print its listening line within 60 s\n");
+    daemon_log_tail();
+    return -1;
+}
+
+static void stop_daemon(int sig) {
+    if (daemon_pid <= 0) return;
+    kill(daemon_pid, sig);
+    for (int i = 0; i < 300; i++) {
+        if (waitpid(daemon_pid, NULL, WNOHANG) == daemon_pid) {
+            daemon_pid = -1;
+            return;
+        }
+        usleep(100000);
+    }
+    kill(daemon_pid, SIGKILL);
+    waitpid(daemon_pid, NULL, 0);
+    daemon_pid = -1;
+}
+
+static sluice_client *new_client(uint8_t id_byte, size_t memory) {
+    char ep[64];
+    snprintf(ep, sizeof ep, "127.0.0.1:%d", daemon_port);
+    sluice_config cfg;
+    sluice_config_init(&cfg);
+    cfg.endpoints = ep;
+    int64_t t = now_us();
+    memcpy(cfg.producer_id, &t, sizeof t);
+    pid_t p = getpid();
+    memcpy(cfg.producer_id + 8, &p, sizeof p);
+    cfg.producer_id[15] = id_byte;
+    cfg.memory_limit = memory;
+    cfg.reconnect_min_ms = 50;
+    cfg.reconnect_max_ms = 500;
+    cfg.io_timeout_ms = 30000;
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_err(c), SLUICE_OK);
+    return c;
+}
+
+/* Appends `n` readings of device `dev`, one per millisecond from t0, sending as memory requires. */
+static int feed(sluice_client *c, const char *dev, int64_t t0, int n) {
+    for (int i = 0; i < n; i++) {
+        double v = 20.0 + (double)((i * 7) % 1000) / 100.0;
+        int rc = sluice_append(c, dev, "temp_c", t0 + (int64_t)i * 1000, v, 0);
+        if (rc == SLUICE_ERR_FULL) {
+            rc = sluice_send(c);
+            if (rc != SLUICE_OK && rc != SLUICE_ERR_TIMEOUT && rc != SLUICE_ERR_IO && rc != SLUICE_ERR_CONNECT) return rc;
+            sluice_poll(c, 10);
+            i--;
+            continue;
+        }
+        if (rc != SLUICE_OK) return rc;
+    }
+    return SLUICE_OK;
+}
+
+static void a_hundred_thousand_readings_are_acked_and_stored(void) {
+    sluice_client *c = new_client(1, 64u << 20);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    int64_t t0 = now_us() - 3600ll * 1000000;
+    char dev[32];
+    for (int d = 0; d < 10; d++) {
+        snprintf(dev, sizeof dev, "it-bulk-%d", d);
+        CHECK_RC(c, feed(c, dev, t0, 10000), SLUICE_OK);
+    }
+    CHECK_RC(c, sluice_flush(c, 120000), SLUICE_OK);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.readings_accepted == 100000 && st.readings_rejected == 0);
+    fprintf(stderr, "  %llu batches, %llu wire bytes (%.2f bytes/reading)\n", (unsigned long long)st.batches_acked,
+            (unsigned long long)st.wire_bytes, (double)st.wire_bytes / 100000.0);
+    CHECK(count_rows("WHERE device_id LIKE 'it-bulk-%'") == 100000);
+    sluice_close(c);
+}
+
+static void sending_waits_on_credit_while_postgres_is_held_back(void) {
+    /* A psql session holds an exclusive lock on readings: no COPY can commit, so the server's queue fills
+       and it stops granting credit. */
+    int to_psql[2];
+    if (pipe(to_psql) != 0) return;
+    pid_t locker = fork();
+    if (locker == 0) {
+        dup2(to_psql[0], 0);
+        close(to_psql[0]);
+        close(to_psql[1]);
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        execl(psql_path, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db_url, (char *)NULL);
+        _exit(127);
+    }
+    close(to_psql[0]);
+    const char *lock = "BEGIN; LOCK TABLE readings IN ACCESS EXCLUSIVE MODE;\n";
+    CHECK(write(to_psql[1], lock, strlen(lock)) == (ssize_t)strlen(lock));
+    char out[64] = "";
+    for (int i = 0; i < 100; i++) {
+        psql(db_url, out, sizeof out,
+             "SELECT count(*) FROM pg_locks WHERE relation = 'readings'::regclass AND mode = 'AccessExclusiveLock' "
+             "AND granted");
+        if (atoi(out) == 1) break;
+        usleep(100000);
+    }
+    CHECK(atoi(out) == 1);
+
+    sluice_client *c = new_client(2, 256u << 20);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    int64_t t0 = now_us() - 1800ll * 1000000;
+    long long sent = 0;
+    int stalled = 0;
+    char dev[32];
+    sluice_stats st;
+    /* Keep offering readings until the server stops granting credit. */
+    for (int round = 0; round < 400 && !stalled; round++) {
+        snprintf(dev, sizeof dev, "it-credit-%d", round);
+        if (feed(c, dev, t0, 10000) != SLUICE_OK) break;
+        sent += 10000;
+        sluice_send(c);
+        for (int i = 0; i < 5; i++) sluice_poll(c, 20);
+        sluice_get_stats(c, &st);
+        stalled = st.credit == 0 && st.readings_queued > 0;
+    }
+    CHECK(stalled);
+    sluice_get_stats(c, &st);
+    unsigned long long acked_before = st.batches_acked;
+    fprintf(stderr, "  credit ran out after %lld readings offered (%llu unacked, %llu queued, %llu acked batches)\n",
+            sent, (unsigned long long)st.readings_unacked, (unsigned long long)st.readings_queued, acked_before);
+    /* While PostgreSQL is held back: no acks, no credit, no errors; the client simply waits. */
+    for (int i = 0; i < 20; i++) CHECK_RC(c, sluice_poll(c, 50), SLUICE_OK);
+    sluice_get_stats(c, &st);
+    CHECK(st.credit == 0 && st.readings_queued > 0 && st.credit_stalls >= 1);
+    CHECK(sluice_get_state(c) == SLUICE_STATE_READY);
+
+    const char *commit = "COMMIT;\n";
+    CHECK(write(to_psql[1], commit, strlen(commit)) == (ssize_t)strlen(commit));
+    close(to_psql[1]);
+    waitpid(locker, NULL, 0);
+    CHECK_RC(c, sluice_flush(c, 180000), SLUICE_OK);
+    sluice_get_stats(c, &st);
+    CHECK(st.readings_accepted == (unsigned long long)sent);
+    CHECK(count_rows("WHERE device_id LIKE 'it-credit-%'") == sent);
+    sluice_close(c);
+}
+
+static void a_killed_daemon_is_survived_with_every_reading_stored_exactly_once(void) {
+    sluice_client *c = new_client(3, 64u << 20);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    int64_t t0 = now_us() - 900ll * 1000000;
+    long long total = 0;
+    char dev[32];
+    for (int round = 0; round < 30; round++) {
+        snprintf(dev, sizeof dev, "it-kill-%d", round);
+        CHECK_RC(c, feed(c, dev, t0, 5000), SLUICE_OK);
+        total += 5000;
+        int rc = sluice_send(c);
+        if (round < 10 || round >= 20) CHECK(rc == SLUICE_OK || rc == SLUICE_ERR_IO || rc == SLUICE_ERR_TIMEOUT);
+        sluice_poll(c, 10);
+        if (round == 10) {
+            sluice_stats st;
+            sluice_get_stats(c, &st);
+            fprintf(stderr, "  SIGKILL sluiced with %llu readings unacked\n", (unsigned long long)st.readings_unacked);
+            stop_daemon(SIGKILL);
+        }
+        if (round == 20) {
+            /* readings kept buffering while the daemon was down */
+            CHECK(start_daemon(daemon_port) == 0);
+        }
+    }
+    CHECK_RC(c, sluice_flush(c, 180000), SLUICE_OK);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    fprintf(stderr, "  %llu sessions, %llu batches resent, %llu duplicates\n", (unsigned long long)st.connects,
+            (unsigned long long)st.resent_batches, (unsigned long long)st.batches_duplicate);
+    CHECK(st.connects >= 2);
+    CHECK(count_rows("WHERE device_id LIKE 'it-kill-%'") == total);
+    char out[64] = "";
+    psql(db_url, out, sizeof out,
+         "SELECT count(*) FROM (SELECT 1 FROM readings WHERE device_id LIKE 'it-kill-%%' "
+         "GROUP BY device_id, metric, time HAVING count(*) > 1) d");
+    CHECK(strcmp(out, "0") == 0);
+    sluice_close(c);
+}
+
+int main(void) {
+    sluiced_path = getenv("SLUICED");
+    const char *url = getenv("SLUICE_TEST_DATABASE_URL");
+    if (sluiced_path == NULL || access(sluiced_path, X_OK) != 0 || url == NULL || url[0] == '\0') {
+        fprintf(stderr, "test_integration: needs SLUICED and SLUICE_TEST_DATABASE_URL\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    const char *bindir = getenv("SLUICE_TEST_PG_BINDIR");
+    snprintf(psql_path, sizeof psql_path, "%s/psql", bindir ? bindir : "/usr/bin");
+    if (access(psql_path, X_OK) != 0) snprintf(psql_path, sizeof psql_path, "/usr/bin/psql");
+    snprintf(admin_url, sizeof admin_url, "%s", url);
+    snprintf(db_name, sizeof db_name, "libsluice_it_%d_%lld", (int)getpid(), (long long)(now_us() / 1000000));
+    /* same URL, our database name instead of the path's */
+    char *q = strchr(admin_url, '?');
+    char *slash = strrchr(admin_url, '/');
+    char *host_start = strstr(admin_url, "://");
+    if (slash == NULL || host_start == NULL || slash < host_start + 3) {
+        fprintf(stderr, "test_integration: cannot parse SLUICE_TEST_DATABASE_URL %s\n", url);
+        return 1;
+    }
+    snprintf(db_url, sizeof db_url, "%.*s/%s%s", (int)(slash - admin_url), admin_url, db_name, q ? q : "");
+    if (psql(admin_url, NULL, 0, "CREATE DATABASE %s", db_name) != 0) {
+        fprintf(stderr, "test_integration: CREATE DATABASE %s failed\n", db_name);
+        return 1;
+    }
+    snprintf(work_dir, sizeof work_dir, "/tmp/libsluice-it-%d", (int)getpid());
+    mkdir(work_dir, 0755);
+    if (start_daemon(0) == 0) {
+        fprintf(stderr, "  sluiced listening on 127.0.0.1:%d, database %s\n", daemon_port, db_name);
+        RUN(a_hundred_thousand_readings_are_acked_and_stored);
+        RUN(sending_waits_on_credit_while_postgres_is_held_back);
+        RUN(a_killed_daemon_is_survived_with_every_reading_stored_exactly_once);
+    } else {
+        check_failures++;
+    }
+    if (check_failures) daemon_log_tail();
+    stop_daemon(SIGTERM);
+    psql(admin_url, NULL, 0, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db_name);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", work_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", work_dir);
+    CHECK_DONE();
+}
