@@ -159,7 +159,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "SluiceClientTests",
-            dependencies: ["SluiceClient", "SluiceServer", "SluiceProtocol", "SluiceTestSupport"],
+            dependencies: [
+                "SluiceClient", "SluiceServer", "SluiceStore", "SluiceCore", "SluiceProtocol", "SluiceTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings),
         // End to end: the built `sluiced` and `sluice` executables, driven as a user would.
         .testTarget(

@@ -25,7 +25,7 @@ public struct BatchAck: Sendable, Equatable {
     public var rejected: Int
     public var duplicate: Bool
     /// The first few rejected readings with the server's reason.
-    public var rejections: [RejectedReading]
+    public var rejections: [ReadingRejection]
     /// From the first transmission to the ack (nil if the ack came through `committed_seq`).
     public var latency: Duration?
     /// From the moment `send` queued the oldest reading (or the caller's `enqueuedAt`) to the ack.
@@ -33,7 +33,7 @@ public struct BatchAck: Sendable, Equatable {
 }
 
 /// One reading the server put in the dead-letter table, with why.
-public struct RejectedReading: Sendable, Equatable {
+public struct ReadingRejection: Sendable, Equatable {
     public var index: Int
     public var code: String
     public var reason: String

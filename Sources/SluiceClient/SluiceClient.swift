@@ -53,6 +53,7 @@ public actor SluiceClient {
     private var credit = CreditWindow()
     private var session: Session?
     private var sessionCounter: UInt64 = 0
+    private var sessionsOpened = 0
     private var goAwayHint: Duration = .zero
     private var stats = ClientStats()
     private var creditWaitStarted: ContinuousClock.Instant?
@@ -257,7 +258,7 @@ public actor SluiceClient {
             let delay = max(backoff.next(), goAwayHint)
             goAwayHint = .zero
             stats.lastProblem = "\(endpoint): \(problem)"
-            logger.info("sluice: \(endpoint): \(problem); reconnecting in \(delay)")
+            logger.debug("sluice: \(endpoint): \(problem); reconnecting in \(delay)")
             eventSink.yield(.disconnected(endpoint: endpoint, reason: problem, retryIn: delay))
             try? await Task.sleep(for: delay)
         }
@@ -343,7 +344,8 @@ public actor SluiceClient {
         s.maxFrameBytes = welcome.maxFrameBytes == 0 ? FrameLimits.defaultNegotiated.maxFrameBytes : Int(welcome.maxFrameBytes)
         session = s
         credit.reset(initial: welcome.initialCredit)
-        if stats.batchesSent > 0 || stats.connected { stats.reconnects += 1 }
+        sessionsOpened += 1
+        stats.reconnects = sessionsOpened - 1
         stats.connected = true
         let heartbeat = welcome.heartbeatIntervalMs == 0
             ? configuration.defaultHeartbeat : .milliseconds(Int64(welcome.heartbeatIntervalMs))
@@ -366,11 +368,11 @@ public actor SluiceClient {
 
     private func acked(_ ack: Ack) {
         guard let entry = buffer.remove(seq: ack.seq) else { return }
-        var rejections: [RejectedReading] = []
+        var rejections: [ReadingRejection] = []
         if !ack.reasons.isEmpty {
             let readings = BatchEncoding.readings(ofFrame: entry.payload.frame)
             rejections = ack.reasons.map { r in
-                RejectedReading(
+                ReadingRejection(
                     index: Int(r.index), code: rejectCodeName(r.code), reason: r.message,
                     reading: Int(r.index) < readings.count ? readings[Int(r.index)] : nil)
             }
@@ -420,7 +422,7 @@ public actor SluiceClient {
             break
         }
         stats.lastProblem = "\(error.code.name): \(message)"
-        logger.warning("sluice: server error \(error.code.name): \(message)")
+        logger.info("sluice: server error \(error.code.name): \(message)")
         eventSink.yield(.error(.server(code: error.code.name, message: message, seq: error.seq)))
     }
 

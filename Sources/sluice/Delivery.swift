@@ -68,7 +68,7 @@ final class Delivery: Sendable {
         }
     }
 
-    private func describe(_ r: RejectedReading, seq: UInt64) -> String {
+    private func describe(_ r: ReadingRejection, seq: UInt64) -> String {
         var text = "batch \(seq) reading \(r.index)"
         if let reading = r.reading {
             text += " (\(reading.deviceID) \(reading.metric) at \(Format.microsAsRFC3339(reading.timeMicros)) value \(reading.value))"

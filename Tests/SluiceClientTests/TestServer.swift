@@ -1,0 +1,62 @@
+import Foundation
+import Logging
+import SluiceClient
+import SluiceCore
+import SluiceServer
+import SluiceStore
+import SluiceTestSupport
+
+/// An in-process sluiced on a free port with its own fresh database.
+struct TestServer {
+    let server: SluiceServer
+    let databaseURL: String
+
+    static func start(
+        database name: String, port: Int = 0, flow: FlowController.Configuration = .init(), reuseDatabase: String? = nil
+    ) async throws -> TestServer {
+        let url = try reuseDatabase ?? TestDatabase.freshDatabase(named: name)
+        var logger = Logger(label: "test-sluiced")
+        logger.logLevel = .warning
+        let server = SluiceServer(
+            configuration: .init(host: "127.0.0.1", port: port, writerPool: .init(databaseURL: url), flow: flow,
+                eventLoopThreads: 1),
+            logger: logger)
+        try await server.start()
+        return TestServer(server: server, databaseURL: url)
+    }
+
+    var endpoint: Endpoint { Endpoint(host: "127.0.0.1", port: server.localPort) }
+
+    func rowCount(_ condition: String = "true") throws -> Int {
+        try TestConnection(url: databaseURL).scalar("SELECT count(*) FROM readings WHERE \(condition)")
+    }
+
+    func distinctRowCount() throws -> Int {
+        try TestConnection(url: databaseURL).scalar(
+            "SELECT count(*) FROM (SELECT DISTINCT device_id, metric, time FROM readings) d")
+    }
+}
+
+/// Readings stamped a little before now (inside the server's accepted window), 1 s apart per device.
+func recentReadings(devices: Int, perDevice: Int, metric: String = "temp_c", device prefix: String = "dev") -> [Reading] {
+    let base = Int64(Date().timeIntervalSince1970 * 1_000_000) - Int64(perDevice + 60) * 1_000_000
+    var out: [Reading] = []
+    out.reserveCapacity(devices * perDevice)
+    for i in 0..<perDevice {
+        for d in 0..<devices {
+            out.append(
+                Reading(
+                    deviceID: "\(prefix)-\(d)", metric: metric, timeMicros: base + Int64(i) * 1_000_000,
+                    value: Double(2_000 + (i % 50)) / 100))
+        }
+    }
+    return out
+}
+
+func clientConfiguration(_ endpoints: [Endpoint], producer: ProducerSource = .ephemeral, batch: Int = 1_000)
+    -> SluiceClientConfiguration
+{
+    SluiceClientConfiguration(
+        endpoints: endpoints, producer: producer, maxBatchReadings: batch, reconnectInitialDelay: .milliseconds(20),
+        reconnectMaxDelay: .milliseconds(300), connectTimeout: .seconds(3))
+}
