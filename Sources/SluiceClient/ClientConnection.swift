@@ -11,8 +11,10 @@ enum ConnectionEvent: Sendable {
 
 /// One TCP connection to a server: the NIO pipeline and a stream of what arrives.
 ///
-/// The pipeline answers `Ping` itself and runs the heartbeat (an idle write sends `Ping`, 3 silent intervals
-/// close the connection), so a busy client actor never delays a heartbeat.
+/// The pipeline answers `Ping` itself and runs the heartbeat, so a busy client actor never delays one: an
+/// interval without writing sends `Ping` (the server knows we are alive); an interval without reading sends
+/// `Ping` too (a busy server still answers `Pong` while its acks are slow), and only 3 silent intervals in a
+/// row close the connection as dead.
 struct ClientConnection: Sendable {
     let channel: any Channel
     let events: AsyncStream<ConnectionEvent>
@@ -61,7 +63,7 @@ struct ClientConnection: Sendable {
     func startHeartbeat(interval: Duration) {
         let ms = max(Int64(interval.seconds * 1000), 100)
         channel.eventLoop.execute {
-            let idle = IdleStateHandler(readTimeout: .milliseconds(ms * 3), writeTimeout: .milliseconds(ms))
+            let idle = IdleStateHandler(readTimeout: .milliseconds(ms), writeTimeout: .milliseconds(ms))
             try? channel.pipeline.syncOperations.addHandler(idle, position: .first)
         }
     }
@@ -83,12 +85,15 @@ final class ServerFrameHandler: ChannelInboundHandler {
     private let continuation: AsyncStream<ConnectionEvent>.Continuation
     private var failure: String?
     private var nonce: UInt64 = 0
+    /// Heartbeat intervals in a row without a byte from the server.
+    private var silentIntervals = 0
 
     init(continuation: AsyncStream<ConnectionEvent>.Continuation) {
         self.continuation = continuation
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        silentIntervals = 0
         let frame = unwrapInboundIn(data)
         if case .ping(let ping) = frame.kind {
             var pong = Pong()
@@ -102,13 +107,15 @@ final class ServerFrameHandler: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event as? IdleStateHandler.IdleStateEvent {
         case .write?:
-            nonce &+= 1
-            var ping = Ping()
-            ping.nonce = nonce
-            send(ClientFrame(.ping(ping)), context: context)
+            ping(context: context)
         case .read?:
-            failure = failure ?? "the server was silent for 3 heartbeat intervals"
-            context.close(promise: nil)
+            silentIntervals += 1
+            if silentIntervals >= 3 {
+                failure = failure ?? "the server was silent for 3 heartbeat intervals"
+                context.close(promise: nil)
+            } else {
+                ping(context: context)
+            }
         default:
             context.fireUserInboundEventTriggered(event)
         }
@@ -123,6 +130,13 @@ final class ServerFrameHandler: ChannelInboundHandler {
         continuation.yield(.closed(reason: failure))
         continuation.finish()
         context.fireChannelInactive()
+    }
+
+    private func ping(context: ChannelHandlerContext) {
+        nonce &+= 1
+        var ping = Ping()
+        ping.nonce = nonce
+        send(ClientFrame(.ping(ping)), context: context)
     }
 
     private func send(_ frame: ClientFrame, context: ChannelHandlerContext) {

@@ -44,6 +44,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Open loop: readings per second in total, scheduled evenly.")
     var rate: Double?
 
+    @Option(help: "Closed loop: batches each connection keeps outstanding (queued or awaiting their ack).")
+    var window = 32
+
     @Option(help: "Seconds between progress lines.")
     var progressInterval: Double = 1
 
@@ -58,6 +61,7 @@ struct BenchCommand: AsyncParsableCommand {
         if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
+        guard window >= 1 else { throw ValidationError("--window must be at least 1") }
     }
 
     func run() async throws {
@@ -91,7 +95,7 @@ struct BenchCommand: AsyncParsableCommand {
         }
         let workers = clients.enumerated().map { c, client in
             BenchWorker(
-                client: client, tally: tally, openLoop: interval != nil,
+                client: client, tally: tally, openLoop: interval != nil, window: max(batchSize, window * batchSize),
                 series: (0..<seriesPerConnection).map { k in
                     let device = k / metrics
                     return SeriesState(deviceID: "bench-\(runID)-c\(c)-d\(device)", metric: "m\(k % metrics)")
@@ -182,24 +186,47 @@ struct SeriesState: Sendable {
     }
 }
 
-/// One connection's load loop plus the task that turns its acks into latencies.
+/// One connection's load loop. Closed loop: at most `window` readings outstanding (queued or unacked), so
+/// a run ends promptly and latency measures the server, not a queue in the client. Open loop: batches go at
+/// their scheduled times whatever the acks do.
 struct BenchWorker: Sendable {
     let client: SluiceClient
     let tally: BenchTally
     let openLoop: Bool
+    let window: Int
     var series: [SeriesState]
 
     func run(batchSize: Int, limit: BenchLimit, interval: Double?) async -> WorkerResult {
-        let acks = Task { [client, tally, openLoop] in
-            var latency = LatencyHistogram()
-            for await event in client.events {
-                guard case .acked(let ack) = event else { continue }
+        // One consumer per stream: this loop in closed loop, `ackTask` in open loop.
+        var events = openLoop ? nil : client.events.makeAsyncIterator()
+        var latency = LatencyHistogram()
+        var outstanding = 0
+        func handle(_ event: ClientEvent) {
+            switch event {
+            case .acked(let ack):
                 latency.record(openLoop ? ack.sinceEnqueued : (ack.latency ?? ack.sinceEnqueued))
                 tally.readings.add(ack.readings, ordering: .relaxed)
                 tally.batches.add(1, ordering: .relaxed)
+                outstanding -= ack.readings
+            case .rejected(let rejection):
+                outstanding -= rejection.readings
+            default:
+                break
             }
-            return latency
         }
+        // Open loop: acks are taken by a task of their own, so sending keeps to its schedule.
+        let ackTask: Task<LatencyHistogram, Never>? =
+            openLoop
+            ? Task { [client, tally] in
+                var latency = LatencyHistogram()
+                for await event in client.events {
+                    guard case .acked(let ack) = event else { continue }
+                    latency.record(ack.sinceEnqueued)
+                    tally.readings.add(ack.readings, ordering: .relaxed)
+                    tally.batches.add(1, ordering: .relaxed)
+                }
+                return latency
+            } : nil
         var series = self.series
         var random = SystemRandomNumberGenerator()
         var cursor = 0
@@ -217,6 +244,8 @@ struct BenchWorker: Sendable {
                 let at = start + .nanoseconds(Int64(Double(batchIndex) * interval * 1e9))
                 if at > .now { try? await Task.sleep(until: at, clock: .continuous) }
                 scheduled = at
+            } else {
+                while outstanding + size > window, let event = await events?.next() { handle(event) }
             }
             batchIndex += 1
             // Spread the batch over as many series as it has readings for, rotating through them.
@@ -235,14 +264,19 @@ struct BenchWorker: Sendable {
                 break
             }
             sent += size
+            outstanding += size
         }
         do {
             try await client.close(timeout: .seconds(60))
         } catch {
             problem = problem ?? "\(error)"
         }
-        let stats = await client.statistics
-        return WorkerResult(latency: await acks.value, stats: stats, problem: problem)
+        if let ackTask {
+            latency = await ackTask.value
+        } else {
+            while let event = await events?.next() { handle(event) }
+        }
+        return WorkerResult(latency: latency, stats: await client.statistics, problem: problem)
     }
 }
 
