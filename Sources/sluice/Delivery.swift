@@ -114,8 +114,11 @@ final class Delivery: Sendable {
                 last = (now, s.readingsAcked)
                 var line = "\(command): "
                 if let reader, let total = reader.totalBytes, total > 0 {
-                    let fraction = Double(reader.bytesRead.load(ordering: .relaxed)) / Double(total)
-                    line += Format.bar(fraction) + " \(Int(fraction * 100))%  "
+                    // Done = acknowledged share of the lines read so far, times the share of the input read.
+                    let read = Double(reader.bytesRead.load(ordering: .relaxed)) / Double(total)
+                    let lines = reader.linesRead.load(ordering: .relaxed)
+                    let fraction = read * Double(s.readingsAcked) / Double(max(1, lines - reader.badLines.load(ordering: .relaxed)))
+                    line += Format.bar(fraction) + " \(Int(min(fraction, 1) * 100))%  "
                 }
                 line += "sent \(Format.count(s.readingsSent))  acked \(Format.count(s.readingsAcked))  "
                 line += "\(Format.rate(rate))/s  credit waits \(s.creditWaits) (\(Format.duration(s.creditWaitSeconds)))"
@@ -127,13 +130,14 @@ final class Delivery: Sendable {
     }
 
     /// Flushes and closes the client, prints the summary, and returns the exit code.
-    func finish(readingsRead: Int, timeout: Duration?, quiet: Bool) async -> Int32 {
+    func finish(readingsRead: Int, timeout: Duration?, quiet: Bool, progress: Task<Void, Never>?) async -> Int32 {
         var fatal: String?
         do {
             try await client.close(timeout: timeout)
         } catch {
             fatal = "\(error)"
         }
+        progress?.cancel()
         let s = await client.statistics
         let elapsed = (ContinuousClock.now - started).seconds
         await Console.shared.endProgress()

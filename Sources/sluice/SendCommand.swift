@@ -81,8 +81,7 @@ struct SendCommand: AsyncParsableCommand {
                 await delivery.inputFailed(message)
             }
         }
-        progress?.cancel()
-        let code = await delivery.finish(readingsRead: read, timeout: timeout.map { .milliseconds(Int64($0 * 1000)) }, quiet: quiet)
+        let code = await delivery.finish(readingsRead: read, timeout: timeout.map { .milliseconds(Int64($0 * 1000)) }, quiet: quiet, progress: progress)
         events.cancel()
         if code != 0 { throw ExitCode(code) }
     }
