@@ -116,4 +116,39 @@ import Testing
         }
         _ = try? await client.close(timeout: .milliseconds(10))
     }
+
+    @Test func endpointsAreTriedInTurnUntilOneAnswers() async throws {
+        let server = try await TestServer.start(database: "client_endpoints")
+        let client = try await SluiceClient(
+            configuration: clientConfiguration([Endpoint(host: "127.0.0.1", port: 1), server.endpoint]))
+        try await client.send(recentReadings(devices: 2, perDevice: 50))
+        try await client.close(timeout: .seconds(30))
+        #expect(try server.rowCount() == 100)
+        await server.server.shutdown()
+    }
+
+    @Test func aRefusedTokenStopsTheClientWithAnErrorSayingWhatToDo() async throws {
+        var random = SystemRandomNumberGenerator()
+        let (token, entry) = TokenTable.makeToken(devicePrefix: "", name: "test", createdAt: 0, using: &random)
+        let server = try await TestServer.start(database: "client_tokens", tokens: TokenTable(entries: [entry]))
+        var configuration = clientConfiguration([server.endpoint])
+        configuration.token = "slu_not-the-token"
+        let refused = try await SluiceClient(configuration: configuration)
+        try await refused.send(recentReadings(devices: 1, perDevice: 5))
+        await #expect {
+            try await refused.flush(timeout: .seconds(20))
+        } throws: { error in
+            guard case ClientError.unauthenticated = error else { return false }
+            return "\(error)".contains("--token")
+        }
+        await #expect(throws: ClientError.self) { try await refused.send(recentReadings(devices: 1, perDevice: 1)) }
+        _ = try? await refused.close()
+
+        configuration.token = token
+        let accepted = try await SluiceClient(configuration: configuration)
+        try await accepted.send(recentReadings(devices: 1, perDevice: 5))
+        try await accepted.close(timeout: .seconds(20))
+        #expect(try server.rowCount() == 5)
+        await server.server.shutdown()
+    }
 }

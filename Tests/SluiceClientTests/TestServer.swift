@@ -12,14 +12,15 @@ struct TestServer {
     let databaseURL: String
 
     static func start(
-        database name: String, port: Int = 0, flow: FlowController.Configuration = .init(), reuseDatabase: String? = nil
+        database name: String, port: Int = 0, flow: FlowController.Configuration = .init(), reuseDatabase: String? = nil,
+        tokens: TokenTable = TokenTable()
     ) async throws -> TestServer {
         let url = try reuseDatabase ?? TestDatabase.freshDatabase(named: name)
         var logger = Logger(label: "test-sluiced")
         logger.logLevel = .warning
         let server = SluiceServer(
             configuration: .init(host: "127.0.0.1", port: port, writerPool: .init(databaseURL: url), flow: flow,
-                eventLoopThreads: 1),
+                tokens: tokens, eventLoopThreads: 1),
             logger: logger)
         try await server.start()
         return TestServer(server: server, databaseURL: url)
