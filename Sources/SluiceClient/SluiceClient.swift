@@ -130,6 +130,7 @@ public actor SluiceClient {
     public func flush(timeout: Duration? = nil) async throws {
         if let failure { throw failure }
         if isDrained { return }
+        if closed { throw ClientError.closed }
         waiterCounter += 1
         let id = waiterCounter
         if let timeout {
