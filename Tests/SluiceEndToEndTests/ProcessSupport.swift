@@ -55,6 +55,11 @@ final class RunningProcess: Sendable {
         try process.run()
     }
 
+    /// A test that fails half way must not leave its daemon running.
+    deinit {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+    }
+
     var stdout: String { out.withLock { $0 } }
     var stderr: String { err.withLock { $0 } }
     var pid: Int32 { process.processIdentifier }
