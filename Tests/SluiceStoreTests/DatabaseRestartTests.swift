@@ -4,7 +4,7 @@ import SluiceTestSupport
 import Testing
 
 /// PostgreSQL restarting mid-stream loses nothing and doubles nothing.
-@Suite struct DatabaseRestartTests {
+@Suite(.timeLimit(.minutes(3))) struct DatabaseRestartTests {
     @Test(arguments: [PostgresCluster.StopMode.fast, .immediate])
     func aRestartWhileWritingLeavesEveryReadingExactlyOnce(mode: PostgresCluster.StopMode) async throws {
         let (cluster, directory) = try makeOwnCluster("restart-\(mode.rawValue)")
@@ -72,7 +72,7 @@ import Testing
 }
 
 /// Local clusters: first start, clear errors.
-@Suite struct PostgresClusterTests {
+@Suite(.timeLimit(.minutes(3))) struct PostgresClusterTests {
     @Test func missingServerProgramsAreNamedInTheError() async throws {
         let cluster = PostgresCluster(
             dataDirectory: NSTemporaryDirectory() + "sluice-nobin-\(UInt32.random(in: 0 ... .max))", port: nil,

@@ -3,7 +3,7 @@ import SluiceTestSupport
 import Testing
 
 /// The device registry enrichment reads.
-@Suite struct DeviceRegistryReaderTests {
+@Suite(.timeLimit(.minutes(3))) struct DeviceRegistryReaderTests {
     @Test func loadAllAndLookupReturnTheRegisteredDevices() async throws {
         let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_registry"))
         let pool = try await startedPool(url: url)  // creates the devices table

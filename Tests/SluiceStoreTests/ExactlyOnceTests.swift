@@ -3,7 +3,7 @@ import SluiceTestSupport
 import Testing
 
 /// Exactly once, for ever: a (producer, seq) is written at most once whatever is resent, and in order.
-@Suite struct ExactlyOnceTests {
+@Suite(.timeLimit(.minutes(3))) struct ExactlyOnceTests {
     @Test func theSameBatchSubmittedTwiceIsWrittenOnceAndTheSecondIsADuplicate() async throws {
         let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_twice"))
         let pool = try await startedPool(url: url)

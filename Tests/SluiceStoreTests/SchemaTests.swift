@@ -4,7 +4,7 @@ import SluiceTestSupport
 import Testing
 
 /// Versioned migrations and time partitioning.
-@Suite struct SchemaTests {
+@Suite(.timeLimit(.minutes(3))) struct SchemaTests {
     @Test func migrationsAppliedTwiceAndByTwoPoolsAtOnceAreHarmless() async throws {
         let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_migrate"))
         // Two daemons starting at the same moment on an empty database.

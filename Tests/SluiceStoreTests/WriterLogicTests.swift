@@ -20,6 +20,32 @@ import Testing
         #expect(plan.advanced.isEmpty)
     }
 
+    @Test func aProducerStaysOnItsWriterWhileItHasBatchesInFlightAndMovesToTheLeastLoadedOtherwise() {
+        var state = PoolState(writers: 2)
+        func item(_ producer: ProducerID, _ readings: Int) -> QueuedBatch {
+            let writer = state.assignWriter(to: producer, readings: readings)
+            return QueuedBatch(
+                batch: WriteBatch(producer: producer, seq: 1, series: []), readings: readings, completion: { _ in },
+                waitsForRoom: false, writer: writer)
+        }
+        let a1 = item(a, 1_000)
+        let b1 = item(b, 10)
+        #expect(a1.writer != b1.writer, "the second producer goes to the idle writer")
+        let a2 = item(a, 1_000)
+        #expect(a2.writer == a1.writer, "pinned while a1 is in flight, however loaded")
+        state.release(a1)
+        state.release(a2)
+        #expect(state.producerWriters[a] == nil)
+        let b2 = item(b, 10)
+        #expect(b2.writer == b1.writer)
+        let a3 = item(a, 5)
+        #expect(a3.writer == a1.writer, "free again, it goes to the least loaded writer: its old one, now empty")
+        state.release(b1)
+        state.release(b2)
+        state.release(a3)
+        #expect(state.writerLoad == [0, 0] && state.producerWriters.isEmpty)
+    }
+
     @Test func latencyQuantilesFollowTheRecentWindowOnly() {
         var window = LatencyWindow(size: 100)
         #expect(window.quantile(0.99) == 0)

@@ -4,7 +4,7 @@ import SluiceTestSupport
 import Testing
 
 /// The pool's behaviour against the real PostgreSQL: what gets stored, failures, queue bounds, shutdown.
-@Suite struct WriterPoolTests {
+@Suite(.timeLimit(.minutes(3))) struct WriterPoolTests {
     @Test func extremeValuesSurviveTheBinaryCopyBitForBit() async throws {
         let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_edges"))
         let pool = try await startedPool(url: url)

@@ -20,6 +20,25 @@ public enum RawCopyReference {
         return payload
     }
 
+    /// Seconds one thread takes to encode `series` the way a writer does (reused buffer, flushed every
+    /// 512 KiB, here into nothing): the client-side CPU cost of the pool's COPY.
+    public static func encodingSeconds(_ series: [RowSeries]) -> Double {
+        let buffer = CopyBuffer(capacity: 1 << 20)
+        let encoder = ReadingsCopyEncoder()
+        var checksum = 0
+        let started = DispatchTime.now()
+        for item in series {
+            encoder.encode(item, into: buffer, flushThreshold: 512 * 1024) { full in
+                checksum &+= full.count
+                full.removeAll()
+            }
+        }
+        checksum &+= buffer.count
+        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        precondition(checksum > 0 || series.isEmpty)
+        return elapsed
+    }
+
     /// Writes every payload, each in its own transaction (BEGIN; COPY; COMMIT), spreading them round-robin
     /// over `connections` connections, and returns the wall-clock seconds from the first BEGIN to the last
     /// COMMIT. Connections are opened before the clock starts.

@@ -1,7 +1,7 @@
 /// The stable 16-byte identity of a producer (a client installation), the key batches are deduplicated by.
 /// Printed, and stored in PostgreSQL, as a UUID.
 public struct ProducerID: Hashable, Sendable, CustomStringConvertible {
-    // Two words instead of an array: no allocation, cheap hashing, and the writer picks a thread from it.
+    // Two words instead of an array: no allocation and cheap hashing.
     private let high: UInt64
     private let low: UInt64
 
@@ -55,15 +55,5 @@ public struct ProducerID: Hashable, Sendable, CustomStringConvertible {
             index = next
         }
         self.init(bytes: bytes)
-    }
-
-    /// A well-mixed hash that is the same in every process (unlike `hashValue`), used to map a producer to
-    /// its writer thread.
-    var stableHash: UInt64 {
-        var x = high ^ (low &* 0x9E37_79B9_7F4A_7C15)
-        x ^= x >> 33
-        x = x &* 0xFF51_AFD7_ED55_8CCD
-        x ^= x >> 33
-        return x
     }
 }

@@ -33,6 +33,9 @@ final class PGConnection {
             throw StoreError.unreachable("cannot connect to \(Self.redacted(url)): \(message)")
         }
         self.handle = handle
+        // Notices ("relation already exists, skipping", shutdown warnings) would go to stderr; the writer
+        // reports what matters through its logger and errors instead.
+        PQsetNoticeProcessor(handle, { _, _ in }, nil)
         // Timestamps in text results and partition bounds are read and written in UTC.
         try execute("SET TIME ZONE 'UTC'")
     }

@@ -35,12 +35,45 @@ struct PoolState {
     var reconnects = 0
     var overCapacitySubmissions = 0
     var writerReachable: [Bool]
+    /// Producers with batches not yet completed, the writer they are pinned to and how many batches.
+    /// A producer keeps its writer while it has batches in flight (so they commit in order); once it has
+    /// none, its next batch may go to whichever writer has the least work, which keeps writers balanced.
+    var producerWriters: [ProducerID: (writer: Int, batches: Int)] = [:]
+    /// Readings assigned to each writer (waiting, queued or being written) and not yet completed.
+    var writerLoad: [Int]
     var runningWriters = 0
     var onAllWritersExited: [@Sendable () -> Void] = []
 
     init(writers: Int) {
         writerQueues = Array(repeating: FIFO(), count: writers)
         writerReachable = Array(repeating: true, count: writers)
+        writerLoad = Array(repeating: 0, count: writers)
+    }
+
+    /// Pins `producer` to a writer for one more batch of `readings`: its current writer if it has batches in
+    /// flight, else the least loaded one.
+    mutating func assignWriter(to producer: ProducerID, readings: Int) -> Int {
+        let writer: Int
+        if let pinned = producerWriters[producer] {
+            writer = pinned.writer
+            producerWriters[producer] = (writer, pinned.batches + 1)
+        } else {
+            writer = writerLoad.indices.min { writerLoad[$0] < writerLoad[$1] } ?? 0
+            producerWriters[producer] = (writer, 1)
+        }
+        writerLoad[writer] += readings
+        return writer
+    }
+
+    /// Releases one completed batch's pin and load.
+    mutating func release(_ item: QueuedBatch) {
+        writerLoad[item.writer] -= item.readings
+        guard let pinned = producerWriters[item.batch.producer] else { return }
+        if pinned.batches <= 1 {
+            producerWriters[item.batch.producer] = nil
+        } else {
+            producerWriters[item.batch.producer] = (pinned.writer, pinned.batches - 1)
+        }
     }
 
     /// Moves waiting submits into their writer queues while there is room (or while the head is a callback
@@ -111,15 +144,13 @@ final class PoolCore: Sendable {
 
     func wakeAll() { wake(0..<wakeUps.count) }
 
-    /// The writer that owns `producer`: always the same one, so its batches commit in order.
-    func writer(for producer: ProducerID) -> Int {
-        Int(producer.stableHash % UInt64(wakeUps.count))
-    }
-
     /// Called by a writer once a group is done: frees its room, admits waiting submits, wakes their writers.
-    func groupFinished(readings: Int, outcomes: [BatchOutcome], latency: Double?) {
+    func groupFinished(_ group: ArraySlice<QueuedBatch>, outcomes: [BatchOutcome], latency: Double?) {
         let woken = state.withLock { state -> Set<Int> in
-            state.admittedReadings -= readings
+            for item in group {
+                state.admittedReadings -= item.readings
+                state.release(item)
+            }
             for outcome in outcomes {
                 switch outcome {
                 case .committed: state.committedBatches += 1

@@ -2,7 +2,9 @@ import Logging
 
 /// Writes batches to PostgreSQL exactly once, through N writer threads that each own a libpq connection.
 ///
-/// - A producer's batches always go to the same writer (by a hash of its id) and commit in submission order.
+/// - A producer's batches commit in submission order: while it has batches in flight, its next ones go to
+///   the same writer; a producer with nothing in flight goes to the least loaded writer (balance without
+///   reordering).
 /// - A writer coalesces its queued batches into one transaction (group commit) of at most
 ///   `maxGroupReadings` readings; a completion is delivered only after that transaction committed.
 /// - Dedup: `producers.committed_seq` is checked and advanced inside the same transaction as the rows, so a
@@ -108,15 +110,15 @@ public final class WriterPool: Sendable {
             return
         }
         let capacity = core.configuration.queueCapacityReadings
-        let item = QueuedBatch(
-            batch: batch, readings: batch.readingCount, completion: completion, waitsForRoom: waitsForRoom,
-            writer: core.writer(for: batch.producer))
+        var item = QueuedBatch(
+            batch: batch, readings: batch.readingCount, completion: completion, waitsForRoom: waitsForRoom, writer: 0)
         let refusal = core.state.withLock { state -> String? in
             switch state.phase {
             case .created: return "the writer pool is not started"
             case .draining, .stopped: return "the writer pool is shut down"
             case .running: break
             }
+            item.writer = state.assignWriter(to: batch.producer, readings: item.readings)
             let hasRoom = state.admittedReadings + item.readings <= capacity || state.admittedReadings == 0
             if state.waiting.isEmpty && (hasRoom || !waitsForRoom) {
                 state.admit(item, capacity: capacity)

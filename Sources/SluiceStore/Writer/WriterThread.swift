@@ -186,7 +186,7 @@ final class WriterThread {
     private func countError() { core.state.withLock { $0.writerErrors += 1 } }
 
     private func finish(_ group: ArraySlice<QueuedBatch>, outcomes: [BatchOutcome], latency: Double?) {
-        core.groupFinished(readings: group.reduce(0) { $0 + $1.readings }, outcomes: outcomes, latency: latency)
+        core.groupFinished(group, outcomes: outcomes, latency: latency)
         for (item, outcome) in zip(group, outcomes) { item.completion(outcome) }
     }
 
