@@ -201,7 +201,8 @@ enum Readings {
         let start = base ?? (nowMicros - 3_600_000_000)
         var builder = SeriesBuilder(deviceID: device, metric: metric, reservingCapacity: count)
         for i in 0..<count {
-            builder.append(timeMicros: start + Int64(seq) * 10_000_000 + Int64(i), value: 20 + Double(i % 100) / 100)
+            // 0.1 s apart per seq (a batch holds at most 65,536 readings, 1 µs apart): distinct times, all in the past.
+            builder.append(timeMicros: start + Int64(seq) * 100_000 + Int64(i), value: 20 + Double(i % 100) / 100)
         }
         var batch = Batch()
         batch.seq = seq

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import SluiceCore
 import SluiceProtocol
@@ -34,7 +35,7 @@ struct TestServer {
         configuration.drainTimeout = 10
         configure(&configuration)
         var logger = Logger(label: "sluiced-test")
-        logger.logLevel = .warning
+        logger.logLevel = ProcessInfo.processInfo.environment["SLUICE_TEST_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
         let server = SluiceServer(configuration: configuration, logger: logger)
         try await server.start()
         return TestServer(server: server, databaseURL: url)
