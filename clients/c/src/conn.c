@@ -207,7 +207,10 @@ static long write_some(sluice_client *c, const uint8_t *p, size_t n, int *rc) {
     for (;;) {
         ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
         if (w >= 0) {
-            if (w > 0) c->last_tx_ms = sl_now_ms();
+            if (w > 0) {
+                c->last_tx_ms = sl_now_ms();
+                c->progress++;
+            }
             return (long)w;
         }
         if (errno == EINTR) continue;
@@ -342,6 +345,7 @@ static int parse_frames(sluice_client *c) {
             return rc;
         }
         if (c->rx_len - off - 5 < len) break;
+        c->progress++;
         int r = sl_handle_frame(c, flags, c->rx + off + 5, len);
         if (r != SLUICE_OK && rc == SLUICE_OK) rc = r;
         if (c->fd < 0) return rc; /* the frame ended the connection */
@@ -511,13 +515,14 @@ static void keep_first(int *rc, int r) {
 int sl_pump(sluice_client *c, int timeout_ms) {
     int rc = SLUICE_OK;
     uint64_t now = sl_now_ms();
+    uint64_t progress = c->progress;
     keep_first(&rc, run_timers(c, now));
     if (c->fd >= 0 && !c->connect_pending) keep_first(&rc, flush_tx(c));
 
     int64_t wait = next_timer(c, sl_now_ms());
     if (timeout_ms >= 0 && (wait < 0 || wait > timeout_ms)) wait = timeout_ms;
     if (wait < 0) wait = 0; /* no timer and "wait forever" is not offered: callers pass a timeout */
-    if (rc != SLUICE_OK) wait = 0;
+    if (rc != SLUICE_OK || c->progress != progress) wait = 0;
 
     if (c->fd >= 0) {
         struct pollfd pfd = {c->fd, 0, 0};

@@ -162,6 +162,8 @@ struct sluice_client {
     uint64_t ping_nonce;
     uint64_t goaway_delay_ms;
     int credit_stalled;
+    uint64_t progress; /* bumped by every write, frame and connection step: a pump that made some returns
+                          without waiting, so blocking calls re-check their condition at once */
 
     /* session */
     uint64_t credit;

@@ -4,6 +4,13 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+
+static double check_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static int check_failures;
 static int check_tests;
@@ -30,9 +37,11 @@ static int check_tests;
 #define RUN(fn)                                                                            \
     do {                                                                                   \
         int before_ = check_failures;                                                      \
+        double t_ = check_seconds();                                                       \
         check_tests++;                                                                     \
         fn();                                                                              \
-        fprintf(stderr, "%s %s\n", check_failures == before_ ? "ok  " : "FAIL", #fn);     \
+        fprintf(stderr, "%s %s (%.1f s)\n", check_failures == before_ ? "ok  " : "FAIL", #fn, \
+                check_seconds() - t_);                                                     \
     } while (0)
 
 #define CHECK_DONE()                                                                       \

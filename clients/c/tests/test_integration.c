@@ -151,6 +151,23 @@ static void stop_daemon(int sig) {
     daemon_pid = -1;
 }
 
+/* Like sluice_flush, but with a progress line every 5 s when SLUICE_IT_VERBOSE is set. */
+static int flush_verbose(sluice_client *c, int timeout_ms) {
+    if (getenv("SLUICE_IT_VERBOSE") == NULL) return sluice_flush(c, timeout_ms);
+    double t0 = check_seconds();
+    for (;;) {
+        int rc = sluice_flush(c, 5000);
+        sluice_stats st;
+        sluice_get_stats(c, &st);
+        fprintf(stderr, "    %.1fs: %s state %d unacked %llu queued %llu credit %llu acked %llu conn %llu [%s]\n",
+                check_seconds() - t0, sluice_strerror(rc), (int)sluice_get_state(c),
+                (unsigned long long)st.readings_unacked, (unsigned long long)st.readings_queued,
+                (unsigned long long)st.credit, (unsigned long long)st.batches_acked, (unsigned long long)st.connects,
+                sluice_errstr(c));
+        if (rc != SLUICE_ERR_TIMEOUT || (check_seconds() - t0) * 1000 > timeout_ms) return rc;
+    }
+}
+
 static sluice_client *new_client(uint8_t id_byte, size_t memory) {
     char ep[64];
     snprintf(ep, sizeof ep, "127.0.0.1:%d", daemon_port);
@@ -165,7 +182,7 @@ static sluice_client *new_client(uint8_t id_byte, size_t memory) {
     cfg.memory_limit = memory;
     cfg.reconnect_min_ms = 50;
     cfg.reconnect_max_ms = 500;
-    cfg.io_timeout_ms = 30000;
+    cfg.io_timeout_ms = 1000; /* a blocking send gives up after 1 s when the daemon is down or out of credit */
     sluice_client *c = sluice_create(&cfg);
     CHECK_RC(c, sluice_err(c), SLUICE_OK);
     return c;
@@ -267,7 +284,7 @@ static void sending_waits_on_credit_while_postgres_is_held_back(void) {
     CHECK(write(to_psql[1], commit, strlen(commit)) == (ssize_t)strlen(commit));
     close(to_psql[1]);
     waitpid(locker, NULL, 0);
-    CHECK_RC(c, sluice_flush(c, 180000), SLUICE_OK);
+    CHECK_RC(c, flush_verbose(c, 180000), SLUICE_OK);
     sluice_get_stats(c, &st);
     CHECK(st.readings_accepted == (unsigned long long)sent);
     CHECK(count_rows("WHERE device_id LIKE 'it-credit-%'") == sent);
@@ -284,21 +301,24 @@ static void a_killed_daemon_is_survived_with_every_reading_stored_exactly_once(v
         snprintf(dev, sizeof dev, "it-kill-%d", round);
         CHECK_RC(c, feed(c, dev, t0, 5000), SLUICE_OK);
         total += 5000;
+        /* SIGSTOP first, so the batch about to go out is surely in flight when the daemon dies */
+        if (round == 10) kill(daemon_pid, SIGSTOP);
         int rc = sluice_send(c);
         if (round < 10 || round >= 20) CHECK(rc == SLUICE_OK || rc == SLUICE_ERR_IO || rc == SLUICE_ERR_TIMEOUT);
-        sluice_poll(c, 10);
         if (round == 10) {
+            /* right after a batch went out: it is unacked here, maybe committed there */
             sluice_stats st;
             sluice_get_stats(c, &st);
             fprintf(stderr, "  SIGKILL sluiced with %llu readings unacked\n", (unsigned long long)st.readings_unacked);
             stop_daemon(SIGKILL);
         }
+        sluice_poll(c, 10);
         if (round == 20) {
             /* readings kept buffering while the daemon was down */
             CHECK(start_daemon(daemon_port) == 0);
         }
     }
-    CHECK_RC(c, sluice_flush(c, 180000), SLUICE_OK);
+    CHECK_RC(c, flush_verbose(c, 180000), SLUICE_OK);
     sluice_stats st;
     sluice_get_stats(c, &st);
     fprintf(stderr, "  %llu sessions, %llu batches resent, %llu duplicates\n", (unsigned long long)st.connects,
@@ -335,6 +355,7 @@ int main(void) {
         return 1;
     }
     snprintf(db_url, sizeof db_url, "%.*s/%s%s", (int)(slash - admin_url), admin_url, db_name, q ? q : "");
+    double t = check_seconds();
     if (psql(admin_url, NULL, 0, "CREATE DATABASE %s", db_name) != 0) {
         fprintf(stderr, "test_integration: CREATE DATABASE %s failed\n", db_name);
         return 1;
@@ -342,7 +363,8 @@ int main(void) {
     snprintf(work_dir, sizeof work_dir, "/tmp/libsluice-it-%d", (int)getpid());
     mkdir(work_dir, 0755);
     if (start_daemon(0) == 0) {
-        fprintf(stderr, "  sluiced listening on 127.0.0.1:%d, database %s\n", daemon_port, db_name);
+        fprintf(stderr, "  sluiced listening on 127.0.0.1:%d, database %s (%.1f s)\n", daemon_port, db_name,
+                check_seconds() - t);
         RUN(a_hundred_thousand_readings_are_acked_and_stored);
         RUN(sending_waits_on_credit_while_postgres_is_held_back);
         RUN(a_killed_daemon_is_survived_with_every_reading_stored_exactly_once);
