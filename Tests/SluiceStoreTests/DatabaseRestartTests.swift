@@ -33,10 +33,12 @@ import Testing
         let log = OutcomeLog()
         let counter = CompletionCounter()
         counter.expect(producers.count * rounds)
-        let restart = Task {
+        let restart = Task { () -> Int in
             // Restart once a few batches have committed, while the rest are still being submitted and written.
             while pool.stats.committedBatches < 12 { try await Task.sleep(nanoseconds: 5_000_000) }
+            let committedBefore = pool.stats.committedBatches
             try await cluster.restart(mode: mode)
+            return committedBefore
         }
         for seq in 1...UInt64(rounds) {
             for producer in producers.indices {
@@ -47,8 +49,9 @@ import Testing
             }
             try await Task.sleep(nanoseconds: 15_000_000)
         }
-        try await restart.value
+        let committedBeforeRestart = try await restart.value
         #expect(await counter.wait(seconds: 90), "every batch completes after the restart")
+        #expect(committedBeforeRestart < producers.count * rounds / 2, "the restart happened mid-stream")
         // What a client does after reconnecting: resend what it is unsure of. All of it is already there.
         for seq in [1, 10, 20, 30] as [UInt64] {
             #expect(await pool.submit(batch(0, seq)) == .duplicate)
@@ -68,6 +71,48 @@ import Testing
         #expect(try connection.scalar("SELECT count(*) FROM readings") == total)
         #expect(try connection.scalar("SELECT count(DISTINCT (device_id, time)) FROM readings") == total)
         #expect(try connection.scalar("SELECT min(committed_seq) FROM producers") == rounds)
+    }
+}
+
+/// PostgreSQL gone for good while draining: shutdown gives up after its timeout, with a clear outcome.
+@Suite(.timeLimit(.minutes(3))) struct DrainTimeoutTests {
+    @Test func shutdownFailsWhatItCannotCommitOnceTheDrainTimeoutPasses() async throws {
+        let (cluster, directory) = try makeOwnCluster("drain")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try await cluster.start()
+        let pool = WriterPool(
+            configuration: .init(
+                databaseURL: cluster.url, writers: 2, reconnectInitialDelay: 0.02, reconnectMaxDelay: 0.2,
+                drainTimeout: 1),
+            logger: testLogger())
+        do {
+            try await pool.start()
+            try await cluster.stop(mode: .immediate)
+        } catch {
+            try? await cluster.stop(mode: .immediate)
+            throw error
+        }
+        let producer = ProducerID.random()
+        let log = OutcomeLog()
+        for seq in 1...UInt64(3) {
+            pool.submit(WriteBatch(producer: producer, seq: seq, series: [makeSeries(device: "d", count: 5, start: nowMicros())])) {
+                log.record(producer, seq, $0)
+            }
+        }
+        try await Task.sleep(nanoseconds: 300_000_000)
+        #expect(pool.stats.databaseReachable == false)
+        #expect(pool.stats.inFlightReadings == 15)
+        let started = Date()
+        await pool.shutdown()
+        #expect(Date().timeIntervalSince(started) < 10)
+        #expect(log.all.map(\.seq) == [1, 2, 3])
+        for entry in log.all {
+            guard case .failed(let message) = entry.outcome else {
+                Issue.record("expected .failed, got \(entry.outcome)")
+                continue
+            }
+            #expect(message.contains("not committed") && message.contains("resend"))
+        }
     }
 }
 
