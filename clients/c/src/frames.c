@@ -158,6 +158,8 @@ static sl_batch *take_unacked(sluice_client *c, uint64_t seq) {
     sl_batch *prev = NULL;
     for (sl_batch *b = c->unacked_head; b != NULL; prev = b, b = b->next) {
         if (b->seq != seq) continue;
+        /* A frame half written cannot be settled: removing it would cut the byte stream mid-frame. */
+        if (c->tx_batch == b && c->tx_off > 0) return NULL;
         if (c->tx_batch == b) {
             c->tx_batch = b->next;
             c->tx_off = 0;
