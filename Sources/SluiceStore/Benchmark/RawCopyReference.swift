@@ -67,8 +67,8 @@ public enum RawCopyReference {
                 do {
                     for payload in share {
                         try connection.execute("BEGIN")
-                        try connection.copyIn(ReadingsCopyEncoder.copyStatement) { send in
-                            try payload.withUnsafeBytes { try send($0) }
+                        try connection.copyIn(ReadingsCopyEncoder.copyStatement) { sink in
+                            try payload.withUnsafeBytes { try sink.send($0) }
                         }
                         try connection.execute("COMMIT")
                     }

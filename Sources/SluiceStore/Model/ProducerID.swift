@@ -1,6 +1,6 @@
 /// The stable 16-byte identity of a producer (a client installation), the key batches are deduplicated by.
 /// Printed, and stored in PostgreSQL, as a UUID.
-public struct ProducerID: Hashable, Sendable, CustomStringConvertible {
+public struct ProducerID: Hashable, Comparable, Sendable, CustomStringConvertible {
     // Two words instead of an array: no allocation and cheap hashing.
     private let high: UInt64
     private let low: UInt64
@@ -34,12 +34,27 @@ public struct ProducerID: Hashable, Sendable, CustomStringConvertible {
 
     /// Lower-case UUID text, e.g. `3f2504e0-4f89-41d3-9a0c-0305e82c3301` (PostgreSQL's own spelling).
     public var description: String {
-        let hex = bytes.map { byte -> String in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 0x0F)]])
+        // Built in one fixed-size pass: writers format every producer of every group.
+        let digits: StaticString = "0123456789abcdef"
+        return String(unsafeUninitializedCapacity: 36) { text in
+            var position = 0
+            for index in 0..<16 {
+                if index == 4 || index == 6 || index == 8 || index == 10 {
+                    text[position] = UInt8(ascii: "-")
+                    position += 1
+                }
+                let byte = UInt8(truncatingIfNeeded: (index < 8 ? high : low) >> (56 - 8 * (index % 8)))
+                text[position] = digits.utf8Start[Int(byte >> 4)]
+                text[position + 1] = digits.utf8Start[Int(byte & 0x0F)]
+                position += 2
+            }
+            return position
         }
-        return [hex[0..<4], hex[4..<6], hex[6..<8], hex[8..<10], hex[10..<16]].map { $0.joined() }
-            .joined(separator: "-")
+    }
+
+    /// The UUID byte order, which is also PostgreSQL's order of uuid values.
+    public static func < (lhs: ProducerID, rhs: ProducerID) -> Bool {
+        (lhs.high, lhs.low) < (rhs.high, rhs.low)
     }
 
     /// Parses UUID text (with or without hyphens, any case); nil if it is not 32 hex digits.

@@ -82,17 +82,60 @@ final class PGConnection {
 
     /// Runs a `COPY ... FROM STDIN` statement and lets `produce` stream the data through `send`; ends the
     /// copy and reports the server's verdict. If `produce` throws, the copy is aborted and the error rethrown.
-    func copyIn(_ sql: String, produce: (_ send: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+    func copyIn(_ sql: String, produce: (CopySink) throws -> Void) throws {
         let start = PQexec(handle, sql)
         defer { PQclear(start) }
         try check(start, expecting: [PGRES_COPY_IN])
-        do {
-            try produce { bytes in
-                guard bytes.count > 0 else { return }
-                let sent = PQputCopyData(
-                    handle, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(bytes.count))
-                if sent != 1 { throw connectionError() }
+        try streamCopy(produce: produce)
+    }
+
+    /// Sends `sql` — statements ending with a `COPY ... FROM STDIN` — in one round trip, hands the rows of
+    /// the last query before the COPY to `produce` together with `send`, then ends the copy. Saves the round
+    /// trip a separate statement before the COPY would cost.
+    func copyIn(
+        after sql: String,
+        produce: (_ rowsBefore: [[String?]], CopySink) throws -> Void
+    ) throws {
+        guard PQsendQuery(handle, sql) == 1 else { throw connectionError() }
+        var rows: [[String?]] = []
+        var failure: (any Error)?
+        while let result = PQgetResult(handle) {
+            let status = PQresultStatus(result)
+            if status == PGRES_COPY_IN {
+                PQclear(result)
+                if let failure {  // cannot happen: an error ends the statements before the COPY
+                    _ = PQputCopyEnd(handle, "aborted by the writer")
+                    drainResults()
+                    throw failure
+                }
+                return try streamCopy { sink in try produce(rows, sink) }
             }
+            if status == PGRES_TUPLES_OK {
+                rows = Self.rows(of: result)
+            } else if status != PGRES_COMMAND_OK && failure == nil {
+                failure = resultError(result)
+            }
+            PQclear(result)
+        }
+        throw failure ?? connectionError()
+    }
+
+    /// Where COPY data goes while a copy is open.
+    struct CopySink {
+        fileprivate let connection: PGConnection
+
+        /// Hands `bytes` to libpq (which sends them, blocking this thread if the socket is full).
+        func send(_ bytes: UnsafeRawBufferPointer) throws {
+            guard bytes.count > 0 else { return }
+            let sent = PQputCopyData(
+                connection.handle, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(bytes.count))
+            if sent != 1 { throw connection.connectionError() }
+        }
+    }
+
+    private func streamCopy(produce: (CopySink) throws -> Void) throws {
+        do {
+            try produce(CopySink(connection: self))
         } catch {
             _ = PQputCopyEnd(handle, "aborted by the writer")
             drainResults()

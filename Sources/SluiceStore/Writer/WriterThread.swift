@@ -193,49 +193,55 @@ final class WriterThread {
     /// One transaction for the whole group; returns each batch's outcome once COMMIT succeeded.
     private func commit(_ group: ArraySlice<QueuedBatch>, on connection: PGConnection) throws -> [BatchOutcome] {
         // Sorted, so that concurrent writers (or daemons) lock producer rows in the same order: no deadlock.
-        let producers = Set(group.map(\.batch.producer)).sorted { $0.description < $1.description }
+        let producers = Set(group.map(\.batch.producer)).sorted()
         let idList = producers.map { "'\($0)'" }.joined(separator: ",")
-        let rows = try connection.query(
-            """
-            BEGIN;
-            INSERT INTO producers (producer_id) VALUES \(producers.map { "('\($0)')" }.joined(separator: ","))
-                ON CONFLICT (producer_id) DO NOTHING;
-            SELECT producer_id, committed_seq FROM producers WHERE producer_id IN (\(idList))
-                ORDER BY producer_id FOR UPDATE
-            """)
-        var committed: [ProducerID: UInt64] = [:]
-        for row in rows {
-            guard let id = row[0].flatMap({ ProducerID(uuidString: $0) }), let seq = row[1].flatMap({ Int64($0) })
-            else { continue }
-            committed[id] = UInt64(bitPattern: seq)
-        }
-        let plan = GroupPlan(batches: group.map { ($0.batch.producer, $0.batch.seq) }, committed: committed)
-        let newBatches = zip(group, plan.isNew).filter(\.1).map(\.0.batch)
-
-        if newBatches.contains(where: { $0.series.contains { $0.count > 0 } }) {
-            try connection.copyIn(ReadingsCopyEncoder.copyStatement) { send in
-                buffer.removeAll()
-                buffer.append(bytes: CopyBinaryFormat.header)
-                for batch in newBatches {
-                    for series in batch.series {
-                        try encoder.encode(series, into: buffer, flushThreshold: Self.flushThreshold) { full in
-                            try send(full.bytes)
-                            full.removeAll()
-                        }
+        // One round trip: lock (creating if new) the producers' rows, read their committed seqs, and open
+        // the COPY; only the batches found new are then streamed.
+        var plan: GroupPlan?
+        var newBatches: [WriteBatch] = []
+        try connection.copyIn(
+            after: """
+                BEGIN;
+                INSERT INTO producers (producer_id) VALUES \(producers.map { "('\($0)')" }.joined(separator: ","))
+                    ON CONFLICT (producer_id) DO NOTHING;
+                SELECT producer_id, committed_seq FROM producers WHERE producer_id IN (\(idList))
+                    ORDER BY producer_id FOR UPDATE;
+                \(ReadingsCopyEncoder.copyStatement)
+                """
+        ) { rows, sink in
+            var committed: [ProducerID: UInt64] = [:]
+            for row in rows {
+                guard let id = row[0].flatMap({ ProducerID(uuidString: $0) }), let seq = row[1].flatMap({ Int64($0) })
+                else { continue }
+                committed[id] = UInt64(bitPattern: seq)
+            }
+            let decided = GroupPlan(batches: group.map { ($0.batch.producer, $0.batch.seq) }, committed: committed)
+            plan = decided
+            newBatches = zip(group, decided.isNew).filter(\.1).map(\.0.batch)
+            buffer.removeAll()
+            buffer.append(bytes: CopyBinaryFormat.header)
+            for batch in newBatches {
+                for series in batch.series {
+                    try encoder.encode(series, into: buffer, flushThreshold: Self.flushThreshold) { full in
+                        try sink.send(full.bytes)
+                        full.removeAll()
                     }
                 }
-                buffer.append(bytes: CopyBinaryFormat.trailer)
-                try send(buffer.bytes)
-                buffer.removeAll()
             }
+            buffer.append(bytes: CopyBinaryFormat.trailer)
+            try sink.send(buffer.bytes)
+            buffer.removeAll()
+        }
+        guard let plan else {
+            throw PGError(sqlState: nil, message: "the server did not open the COPY", connectionBroken: false)
         }
         if newBatches.contains(where: { !$0.deadLetters.isEmpty }) {
-            try connection.copyIn(DeadLetterCopyEncoder.copyStatement) { send in
+            try connection.copyIn(DeadLetterCopyEncoder.copyStatement) { sink in
                 buffer.removeAll()
                 buffer.append(bytes: CopyBinaryFormat.header)
                 for batch in newBatches { DeadLetterCopyEncoder.encode(batch, into: buffer) }
                 buffer.append(bytes: CopyBinaryFormat.trailer)
-                try send(buffer.bytes)
+                try sink.send(buffer.bytes)
                 buffer.removeAll()
             }
         }
