@@ -151,3 +151,25 @@ import Testing
         }
     }
 }
+
+/// A data directory the run-as user cannot reach is reported as such (only meaningful when we run as root).
+@Suite struct PostgresClusterPermissionTests {
+    @Test func anUnreachableDataDirectoryIsExplained() async throws {
+        guard geteuid() == 0 else { return }  // as another user there is no user switch to check
+        let parent = NSTemporaryDirectory() + "sluice-private-\(UInt32.random(in: 0 ... .max))"
+        try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        chmod(parent, 0o700)  // root only
+        let cluster = PostgresCluster(
+            dataDirectory: parent + "/data", port: nil,
+            binDirectory: ProcessInfo.processInfo.environment["SLUICE_TEST_PG_BINDIR"],
+            runAsUser: ProcessInfo.processInfo.environment["SLUICE_TEST_PG_USER"], logger: testLogger())
+        do {
+            try await cluster.start()
+            try? await cluster.stop(mode: .immediate)
+            Issue.record("start should fail: the run-as user cannot reach \(parent)")
+        } catch let error as StoreError {
+            #expect("\(error)".contains("cannot reach") && "\(error)".contains(parent))
+        }
+    }
+}

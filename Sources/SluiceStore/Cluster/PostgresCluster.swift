@@ -143,6 +143,13 @@ public final class PostgresCluster: Sendable {
                 throw StoreError.cluster(
                     "cannot give \(dataDirectory) to \(user): \(String(cString: strerror(errno)))")
             }
+            // A data directory under, say, /root is owned by the user but unreachable for them: say so plainly
+            // rather than through initdb's "Permission denied".
+            if try run("/usr/bin/test", ["-w", dataDirectory]).status != 0 {
+                throw StoreError.cluster(
+                    "PostgreSQL runs as user \(user), who cannot reach \(dataDirectory): make its parent "
+                        + "directories traversable (chmod o+x) or put the data directory elsewhere")
+            }
         }
     }
 
