@@ -53,6 +53,21 @@ import Testing
         #expect(try connection.scalar("SELECT count(*) FROM readings WHERE device_id = 'dev-5'") == 0)
     }
 
+    @Test func aProducerRowDeletedByHandIsCreatedAgain() async throws {
+        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_deleted_producer"))
+        let pool = try await startedPool(url: url, writers: 1)
+        let producer = ProducerID.random()
+        func batch(_ seq: UInt64) -> WriteBatch {
+            WriteBatch(producer: producer, seq: seq, series: [makeSeries(device: "dev-\(seq)", count: 3, start: nowMicros())])
+        }
+        #expect(await pool.submit(batch(1)) == .committed)
+        try TestConnection(url: url).query("DELETE FROM producers")
+        #expect(await pool.submit(batch(2)) == .committed)
+        #expect(try await pool.committedSeq(of: producer) == 2)
+        await pool.shutdown()
+        #expect(try TestConnection(url: url).scalar("SELECT count(*) FROM readings") == 6)
+    }
+
     @Test func aBatchQueuedTwiceInOneGroupIsWrittenOnce() async throws {
         let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_same_group"))
         let pool = try await startedPool(url: url, writers: 1)

@@ -18,6 +18,9 @@ final class WriterThread {
     private let backoff: Backoff
     private var nextPartitionCheck: DispatchTime
     private var hadConnection = false
+    /// Producers whose `producers` row this writer has seen: their INSERT ... ON CONFLICT can be skipped.
+    /// Only an optimisation: a row found missing (deleted by hand) drops the cache and retries the group.
+    private var knownProducers = Set<ProducerID>()
 
     /// Bytes handed to PQputCopyData at a time: large, so a COPY costs few calls.
     private static let flushThreshold = 512 * 1024
@@ -202,8 +205,7 @@ final class WriterThread {
         try connection.copyIn(
             after: """
                 BEGIN;
-                INSERT INTO producers (producer_id) VALUES \(producers.map { "('\($0)')" }.joined(separator: ","))
-                    ON CONFLICT (producer_id) DO NOTHING;
+                \(insertStatement(for: producers))
                 SELECT producer_id, committed_seq FROM producers WHERE producer_id IN (\(idList))
                     ORDER BY producer_id FOR UPDATE;
                 \(ReadingsCopyEncoder.copyStatement)
@@ -215,6 +217,14 @@ final class WriterThread {
                 else { continue }
                 committed[id] = UInt64(bitPattern: seq)
             }
+            guard committed.count == producers.count else {
+                knownProducers.removeAll()
+                throw PGError(
+                    sqlState: "40001", message: "producers rows vanished during the group; retrying",
+                    connectionBroken: false)
+            }
+            if knownProducers.count > 100_000 { knownProducers.removeAll() }
+            knownProducers.formUnion(producers)
             let decided = GroupPlan(batches: group.map { ($0.batch.producer, $0.batch.seq) }, committed: committed)
             plan = decided
             newBatches = zip(group, decided.isNew).filter(\.1).map(\.0.batch)
@@ -259,6 +269,14 @@ final class WriterThread {
             throw PGError(sqlState: nil, message: "COMMIT answered \(tag)", connectionBroken: false)
         }
         return plan.isNew.map { $0 ? .committed : .duplicate }
+    }
+
+    /// Creates the rows of producers this writer has not seen yet (none: an empty string).
+    private func insertStatement(for producers: [ProducerID]) -> String {
+        let unknown = producers.filter { !knownProducers.contains($0) }
+        guard !unknown.isEmpty else { return "" }
+        return "INSERT INTO producers (producer_id) VALUES \(unknown.map { "('\($0)')" }.joined(separator: ",")) "
+            + "ON CONFLICT (producer_id) DO NOTHING;"
     }
 
     // MARK: - Partitions
