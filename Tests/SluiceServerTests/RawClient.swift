@@ -147,10 +147,14 @@ final class RawClient: Sendable {
         }
     }
 
-    /// Waits until the server closes the connection, returning the frames it sent meanwhile.
+    /// Waits until the server closes the connection (at most `timeout` in all), returning the frames it
+    /// sent meanwhile.
     func framesUntilClosed(timeout: Duration = .seconds(10), answeringPings: Bool = true) async throws -> [ServerFrame] {
+        let deadline = ContinuousClock.now + timeout
         var frames: [ServerFrame] = []
-        while let frame = try await next(timeout: timeout, answeringPings: answeringPings) { frames.append(frame) }
+        while let frame = try await next(timeout: deadline - .now, answeringPings: answeringPings) {
+            frames.append(frame)
+        }
         return frames
     }
 

@@ -6,28 +6,12 @@ import SluiceTestSupport
 final class SluicedProcess: Sendable {
     private let process: Process
     private let stderr = NIOLockedValueBox("")
+    private let stdout = NIOLockedValueBox("")
     private let exitStatus = NIOLockedValueBox<Int32?>(nil)
 
     /// Starts `sluiced` with `arguments` and waits for its `sluiced: listening on 127.0.0.1:PORT` line.
-    static func start(_ arguments: [String]) async throws -> (SluicedProcess, port: Int) {
-        guard let binDir = ProcessInfo.processInfo.environment["SLUICE_BIN_DIR"] else {
-            throw TestSetupError("SLUICE_BIN_DIR is not set: run the suite with tools/test, which builds sluiced")
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binDir + "/sluiced")
-        process.arguments = arguments
-        let me = SluicedProcess(process: process)
-        let pipe = Pipe()
-        process.standardError = pipe
-        process.standardOutput = FileHandle.nullDevice
-        pipe.fileHandleForReading.readabilityHandler = { [stderr = me.stderr] handle in
-            let data = handle.availableData
-            if !data.isEmpty { stderr.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
-        }
-        process.terminationHandler = { [exitStatus = me.exitStatus] p in
-            exitStatus.withLockedValue { $0 = p.terminationStatus }
-        }
-        try process.run()
+    static func start(_ arguments: [String], environment: [String: String] = [:]) async throws -> (SluicedProcess, port: Int) {
+        let me = try launch(arguments, environment: environment)
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             let log = me.log
@@ -46,11 +30,41 @@ final class SluicedProcess: Sendable {
         throw TestSetupError("sluiced did not print its listening line within 30 s: \(me.log)")
     }
 
+    /// Starts `sluiced` with `arguments` (and extra environment variables) without waiting for anything.
+    static func launch(_ arguments: [String], environment: [String: String] = [:]) throws -> SluicedProcess {
+        guard let binDir = ProcessInfo.processInfo.environment["SLUICE_BIN_DIR"] else {
+            throw TestSetupError("SLUICE_BIN_DIR is not set: run the suite with tools/test, which builds sluiced")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binDir + "/sluiced")
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let me = SluicedProcess(process: process)
+        let pipe = Pipe()
+        process.standardError = pipe
+        let outPipe = Pipe()
+        process.standardOutput = outPipe
+        outPipe.fileHandleForReading.readabilityHandler = { [stdout = me.stdout] handle in
+            let data = handle.availableData
+            if !data.isEmpty { stdout.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
+        }
+        pipe.fileHandleForReading.readabilityHandler = { [stderr = me.stderr] handle in
+            let data = handle.availableData
+            if !data.isEmpty { stderr.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
+        }
+        process.terminationHandler = { [exitStatus = me.exitStatus] p in
+            exitStatus.withLockedValue { $0 = p.terminationStatus }
+        }
+        try process.run()
+        return me
+    }
+
     private init(process: Process) {
         self.process = process
     }
 
     var log: String { stderr.withLockedValue { $0 } }
+    var output: String { stdout.withLockedValue { $0 } }
     var pid: Int32 { process.processIdentifier }
 
     func signal(_ signal: Int32) {

@@ -1,0 +1,100 @@
+import Foundation
+import SluiceCore
+import SluiceProtocol
+import SluiceTestSupport
+import Testing
+
+/// The `sluiced` executable's command line: settings precedence, clear errors, token administration.
+@Suite struct SluicedCommandTests {
+    func temporaryDirectory(_ name: String) throws -> String {
+        let path = NSTemporaryDirectory() + "sluiced-\(name)-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    @Test func flagBeatsEnvironmentWhichBeatsTheConfigFile() async throws {
+        let url = try TestDatabase.freshDatabase(named: "srv_cmd_precedence")
+        let dir = try temporaryDirectory("precedence")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = dir + "/sluiced.conf"
+        try """
+            # the file loses to both
+            listen = 127.0.0.1:1
+            http = off
+            database-url = postgresql://nobody@127.0.0.1:1/nowhere
+            writers = 1
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        // The environment's database URL beats the file's; the flag's listen address beats the file's.
+        let (daemon, port) = try await SluicedProcess.start(
+            ["--config", config, "--listen", "127.0.0.1:0", "--state-dir", dir],
+            environment: ["SLUICE_DATABASE_URL": url])
+        defer { daemon.kill() }
+        #expect(port != 1 && port > 0)
+        #expect(daemon.log.contains("no tokens configured: accepting loopback clients only"))
+        let client = try await RawClient.connect(port: port)
+        try await client.handshake(producer: producerID(90))
+        await client.close()
+        daemon.signal(SIGTERM)
+        #expect(try await daemon.waitForExit() == 0)
+    }
+
+    @Test func unknownConfigSettingIsAnErrorNamingTheLine() async throws {
+        let dir = try temporaryDirectory("badconf")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "http = off\nlisten_port = 9\n".write(toFile: dir + "/bad.conf", atomically: true, encoding: .utf8)
+        let daemon = try SluicedProcess.launch(["--config", dir + "/bad.conf"])
+        #expect(try await daemon.waitForExit() != 0)
+        #expect(daemon.log.contains("bad.conf:2: unknown setting \"listen_port\""))
+    }
+
+    @Test func tokensAreCreatedListedUsedAndRevoked() async throws {
+        let url = try TestDatabase.freshDatabase(named: "srv_cmd_tokens")
+        let dir = try temporaryDirectory("tokens")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tokenFile = dir + "/tokens"
+        let token = try await run(["token", "create", "--token-file", tokenFile, "--prefix", "plant1.", "--name", "gw 3"])
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        // A second token keeps authentication on once the first is revoked (no tokens = loopback-only mode).
+        _ = try await run(["token", "create", "--token-file", tokenFile, "--prefix", "plant2."])
+        #expect(token.hasPrefix("slu_"))
+        let stored = try String(contentsOfFile: tokenFile, encoding: .utf8)
+        #expect(!stored.contains(token), "only the hash is stored")
+        let list = try await run(["token", "list", "--token-file", tokenFile])
+        #expect(list.contains("plant1.") && list.contains("gw 3"))
+        let id = String(SHA256.hexDigest(token).prefix(8))
+        #expect(list.contains(id))
+
+        let (daemon, port) = try await SluicedProcess.start(
+            ["--database-url", url, "--listen", "127.0.0.1:0", "--http", "off", "--token-file", tokenFile])
+        defer { daemon.kill() }
+        let good = try await RawClient.connect(port: port)
+        try await good.handshake(producer: producerID(91), token: token)
+        await good.close()
+
+        _ = try await run(["token", "revoke", "--token-file", tokenFile, id])
+        daemon.signal(SIGHUP)
+        try await Task.sleep(for: .milliseconds(300))
+        let revoked = try await RawClient.connect(port: port)
+        try await revoked.sendPreface()
+        try await revoked.send(ClientFrame(.hello(RawClient.hello(producer: producerID(92), token: token))))
+        let frames = try await revoked.framesUntilClosed()
+        guard case .error(let e)? = frames.first?.kind else {
+            Issue.record("expected UNAUTHENTICATED after revoke + SIGHUP, got \(frames)")
+            return
+        }
+        #expect(e.code == .unauthenticated)
+        daemon.signal(SIGTERM)
+        #expect(try await daemon.waitForExit() == 0)
+    }
+
+    /// Runs a short `sluiced` command and returns its stdout.
+    func run(_ arguments: [String]) async throws -> String {
+        let process = try SluicedProcess.launch(arguments)
+        let status = try await process.waitForExit()
+        guard status == 0 else {
+            throw TestSetupError("sluiced \(arguments.joined(separator: " ")) exited \(status): \(process.log)")
+        }
+        try await Task.sleep(for: .milliseconds(50))  // the last output may still be in flight from the pipe
+        return process.output
+    }
+}
