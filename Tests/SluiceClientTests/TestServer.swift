@@ -18,12 +18,22 @@ struct TestServer {
         let url = try reuseDatabase ?? TestDatabase.freshDatabase(named: name)
         var logger = Logger(label: "test-sluiced")
         logger.logLevel = .warning
-        let server = SluiceServer(
-            configuration: .init(host: "127.0.0.1", port: port, writerPool: .init(databaseURL: url), flow: flow,
-                tokens: tokens, eventLoopThreads: 1),
-            logger: logger)
-        try await server.start()
-        return TestServer(server: server, databaseURL: url)
+        // Rebinding a port just given up can fail for a moment: the client under test keeps dialling it, and
+        // on loopback such a dial can briefly hold the port itself (TCP simultaneous open). Retry for a while.
+        var attempt = 0
+        while true {
+            let server = SluiceServer(
+                configuration: .init(host: "127.0.0.1", port: port, writerPool: .init(databaseURL: url), flow: flow,
+                    tokens: tokens, eventLoopThreads: 1),
+                logger: logger)
+            do {
+                try await server.start()
+                return TestServer(server: server, databaseURL: url)
+            } catch where port != 0 && attempt < 50 && "\(error)".contains("Address already in use") {
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
     }
 
     var endpoint: Endpoint { Endpoint(host: "127.0.0.1", port: server.localPort) }
