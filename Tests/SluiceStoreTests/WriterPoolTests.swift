@@ -165,8 +165,11 @@ import Testing
                 pool.submit(WriteBatch(producer: producer, seq: seq, series: [series])) { log.record(producer, seq, $0) }
             }
         }
+        // Two callers shutting down at once (the daemon's drain and its service group): both return drained.
+        let other = Task { await pool.shutdown() }
         await pool.shutdown()
         #expect(log.all.count == 100 && log.all.allSatisfy { $0.outcome == .committed })
+        await other.value
         #expect(try TestConnection(url: url).scalar("SELECT count(*) FROM readings") == 40_000)
     }
 

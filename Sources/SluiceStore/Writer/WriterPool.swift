@@ -160,16 +160,22 @@ public final class WriterPool: Sendable {
 
     /// Stops taking batches, commits everything queued, then stops the writer threads. If PostgreSQL stays
     /// unreachable for longer than `drainTimeout`, what is left completes `.failed` (nothing half-written).
+    /// Calling it again (or concurrently) returns once the first drain is done.
     public func shutdown() async {
-        let wasRunning = core.state.withLock { state -> Bool in
-            guard state.phase == .running else {
-                if state.phase == .created { state.phase = .stopped }
-                return false
+        enum Role { case drainer, waiter, nothing }
+        let role = core.state.withLock { state -> Role in
+            switch state.phase {
+            case .running:
+                state.phase = .draining
+                return .drainer
+            case .draining:
+                return .waiter  // another caller is draining: return only once it is done
+            case .created, .stopped:
+                state.phase = .stopped
+                return .nothing
             }
-            state.phase = .draining
-            return true
         }
-        guard wasRunning else {
+        guard role != .nothing else {
             admin.stop()
             return
         }
@@ -177,6 +183,7 @@ public final class WriterPool: Sendable {
         let core = self.core
         let timeout = core.configuration.drainTimeout
         let timer = Task {
+            guard role == .drainer else { return }
             try await Task.sleep(nanoseconds: UInt64(max(0, timeout) * 1e9))
             core.state.withLock { $0.abandon = true }
             core.wakeAll()
