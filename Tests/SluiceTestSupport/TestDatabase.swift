@@ -48,12 +48,14 @@ public final class TestConnection {
 
     public init(url: String) throws {
         guard let connection = PQconnectdb(url) else { throw TestSetupError("PQconnectdb returned NULL") }
-        self.connection = connection
         if PQstatus(connection) != CONNECTION_OK {
             let message = String(cString: PQerrorMessage(connection))
             PQfinish(connection)
             throw TestSetupError("cannot connect to \(url): \(message)")
         }
+        // Assigned only once connected: a class whose stored properties are all set runs deinit (PQfinish)
+        // when its init throws, which would free the handle twice.
+        self.connection = connection
     }
 
     deinit { PQfinish(connection) }
