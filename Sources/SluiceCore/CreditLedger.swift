@@ -13,11 +13,19 @@ public struct CreditLedger: Sendable, Equatable {
 
     public private(set) var held: Int
     public private(set) var inFlight: Int
+    /// The most this connection may have outstanding right now (before the fair-share cap). It starts small
+    /// and grows by what the connection actually gets committed, slow-start style, so credit goes to
+    /// connections that use it and an idle one holds little (credit cannot be taken back once granted).
+    public internal(set) var window: Int
+    /// True once the connection has sent a batch: until then its credit counts against the small slice of
+    /// the budget that connections nobody has seen working may hold.
+    public internal(set) var proven = false
 
-    public init(initial: Int = 0) {
+    public init(initial: Int = 0, window: Int? = nil) {
         precondition(initial >= 0, "initial credit cannot be negative")
         self.held = initial
         self.inFlight = 0
+        self.window = window ?? initial
     }
 
     /// Credit held plus readings in flight: the connection's share of the global budget in use.
@@ -29,6 +37,7 @@ public struct CreditLedger: Sendable, Equatable {
         guard readings <= held else { return .violation(held: held, sent: readings) }
         held -= readings
         inFlight += readings
+        if readings > 0 { proven = true }
         return .accepted
     }
 

@@ -7,6 +7,13 @@
 /// `maxWindow`), and connections left short when the budget was exhausted are served first, in the order they
 /// started waiting, as soon as budget frees up.
 ///
+/// Windows (slow start): granted credit cannot be taken back, so a connection does not get its whole share
+/// up front. It starts with `initialWindow` and its window grows by the readings it gets committed while it
+/// is using most of its credit (doubling per round trip, as TCP's slow start), up to the fair share and
+/// `maxWindow`. Connections that have not sent a batch yet together hold at most `unprovenShare` of the
+/// budget (each still gets `minimumWindow`), so a crowd of idle connections cannot pin the budget that busy
+/// ones need, and 64 connections opened at once all start with credit.
+///
 /// Backpressure: while the write queue is above `queueHighWater`, or commit latency p99 is above
 /// `latencyTarget`, no credit is granted; granting resumes once the queue is below `queueLowWater` and latency
 /// is back under target (or nothing is queued at all, so a stale latency figure cannot stall everybody).
@@ -17,6 +24,13 @@ public struct FlowController: Sendable {
         public var budget: Int
         /// The most credit one connection holds plus has in flight, however few connections there are.
         public var maxWindow: Int
+        /// The first window (Welcome) is at most this; the window then grows as the connection uses it.
+        public var initialWindow: Int
+        /// A new connection gets at least this much credit while the budget has room, even when connections
+        /// that have not sent anything yet already hold their whole `unprovenShare`.
+        public var minimumWindow: Int
+        /// The fraction of the budget that connections which have not sent a batch yet may hold together.
+        public var unprovenShare: Double
         /// Grants smaller than this fraction of a connection's share are deferred (fewer `Credit` frames)
         /// while the connection still has readings in flight.
         public var grantFraction: Double
@@ -28,13 +42,17 @@ public struct FlowController: Sendable {
         public var latencyTarget: Double
 
         public init(
-            budget: Int = 1_000_000, maxWindow: Int = 262_144, grantFraction: Double = 0.25,
+            budget: Int = 1_000_000, maxWindow: Int = 262_144, initialWindow: Int = 16_384,
+            minimumWindow: Int = 64, unprovenShare: Double = 0.25, grantFraction: Double = 0.25,
             queueHighWater: Int = 600_000, queueLowWater: Int = 200_000, latencyTarget: Double = 0.5
         ) {
             precondition(budget > 0 && maxWindow > 0, "budget and window must be positive")
             precondition(queueLowWater <= queueHighWater, "the low-water mark must not exceed the high-water mark")
             self.budget = budget
             self.maxWindow = maxWindow
+            self.initialWindow = max(1, min(initialWindow, maxWindow))
+            self.minimumWindow = max(1, min(minimumWindow, self.initialWindow))
+            self.unprovenShare = min(1, max(0, unprovenShare))
             self.grantFraction = grantFraction
             self.queueHighWater = queueHighWater
             self.queueLowWater = queueLowWater
@@ -68,6 +86,8 @@ public struct FlowController: Sendable {
     private var waiting: [ConnectionID] = []
     /// Readings still in flight from connections that have closed: they occupy the queue until they finish.
     private var orphanedInFlight = 0
+    /// Credit held by connections that have not sent a batch yet.
+    private var unprovenOutstanding = 0
     public private(set) var withholding: Withholding?
     private var queueDepth = 0
     private var latencyP99 = 0.0
@@ -99,7 +119,7 @@ public struct FlowController: Sendable {
     /// 0 when the budget is exhausted; the connection is then first in line for budget that frees up.
     public mutating func open(_ connection: ConnectionID) -> Int {
         precondition(ledgers[connection] == nil, "connection \(connection) opened twice")
-        ledgers[connection] = CreditLedger()
+        ledgers[connection] = CreditLedger(initial: 0, window: configuration.initialWindow)
         let grants = grantIfShort(connection, ignoringThreshold: true)
         return grants.first?.readings ?? 0
     }
@@ -108,6 +128,7 @@ public struct FlowController: Sendable {
     /// finish (`finished` still accepts them). Returns grants for connections that can now use the budget.
     public mutating func close(_ connection: ConnectionID) -> [Grant] {
         guard var ledger = ledgers.removeValue(forKey: connection) else { return [] }
+        if !ledger.proven { unprovenOutstanding -= ledger.outstanding }
         outstanding -= ledger.closeHeld()
         orphanedInFlight += ledger.inFlight
         waiting.removeAll { $0 == connection }
@@ -119,7 +140,9 @@ public struct FlowController: Sendable {
         guard var ledger = ledgers[connection] else {
             preconditionFailure("batch received on connection \(connection), which is not open")
         }
+        let wasProven = ledger.proven
         let action = ledger.batchReceived(readings: readings)
+        if !wasProven && ledger.proven { unprovenOutstanding -= ledger.outstanding }
         ledgers[connection] = ledger
         return action
     }
@@ -129,6 +152,11 @@ public struct FlowController: Sendable {
     public mutating func finished(_ connection: ConnectionID, readings: Int) -> [Grant] {
         if var ledger = ledgers[connection] {
             ledger.finished(readings: readings)
+            // Slow start: the window grows only while the connection is using most of its credit, so a
+            // trickling producer's window (and what it holds) stays small.
+            if ledger.held * 2 < target(ledger) {
+                ledger.window = min(configuration.maxWindow, ledger.window + readings)
+            }
             ledgers[connection] = ledger
         } else {
             precondition(readings <= orphanedInFlight, "finished readings of a closed connection twice")
@@ -190,7 +218,7 @@ public struct FlowController: Sendable {
                 continue
             }
             grants += grantIfShort(id, ignoringThreshold: false, requeue: false)
-            if let ledger = ledgers[id], fairShare - ledger.outstanding >= threshold(for: ledger) {
+            if let ledger = ledgers[id], deficit(ledger) >= threshold(for: ledger) {
                 stillWaiting.append(id)
             }
         }
@@ -205,7 +233,23 @@ public struct FlowController: Sendable {
     /// in flight (their finishing will trigger another look), anything at all once it has none (nothing else
     /// would, and the client may be waiting for room for one more batch).
     private func threshold(for ledger: CreditLedger) -> Int {
-        ledger.inFlight == 0 ? 1 : max(1, Int(Double(fairShare) * configuration.grantFraction))
+        ledger.inFlight == 0 ? 1 : max(1, Int(Double(target(ledger)) * configuration.grantFraction))
+    }
+
+    /// What `ledger`'s connection may have outstanding: its window, capped by the fair share.
+    private func target(_ ledger: CreditLedger) -> Int {
+        min(ledger.window, fairShare)
+    }
+
+    /// What `ledger`'s connection lacks of its target; for a connection that has not sent anything yet, also
+    /// capped by what is left of the budget's slice for such connections (but never below `minimumWindow`).
+    private func deficit(_ ledger: CreditLedger) -> Int {
+        var want = target(ledger)
+        if !ledger.proven {
+            let allowance = Int(Double(configuration.budget) * configuration.unprovenShare)
+            want = min(want, max(configuration.minimumWindow, ledger.outstanding + allowance - unprovenOutstanding))
+        }
+        return want - ledger.outstanding
     }
 
     /// Grants `connection` what it lacks of its fair share, as far as the budget allows; if the budget falls
@@ -214,13 +258,14 @@ public struct FlowController: Sendable {
         _ connection: ConnectionID, ignoringThreshold: Bool, requeue: Bool = true
     ) -> [Grant] {
         guard withholding == nil, var ledger = ledgers[connection] else { return [] }
-        let deficit = fairShare - ledger.outstanding
+        let deficit = deficit(ledger)
         guard deficit > 0, ignoringThreshold || deficit >= threshold(for: ledger) else { return [] }
         let amount = min(deficit, available)
         if amount < deficit, requeue, !waiting.contains(connection) { waiting.append(connection) }
         guard amount > 0 else { return [] }
         ledger.granted(amount)
         ledgers[connection] = ledger
+        if !ledger.proven { unprovenOutstanding += amount }
         outstanding += amount
         return [Grant(connection: connection, readings: amount)]
     }

@@ -33,6 +33,7 @@ final class SessionHandler: ChannelInboundHandler {
     private var producer: ProducerID?
     private var devicePrefix = ""
     private var committedSeq: UInt64 = 0
+    private var initialCredit = 0
 
     /// Validated batches waiting for their turn, by ticket.
     private var prepared: [UInt64: PreparedBatch] = [:]
@@ -238,8 +239,6 @@ final class SessionHandler: ChannelInboundHandler {
                     WireError(.unavailable, "cannot read this producer's committed seq from PostgreSQL (\(error)): retry shortly")))
         }
     }
-
-    private var initialCredit = 0
 
     func tick() {
         let now = NIODeadline.now().uptimeNanoseconds

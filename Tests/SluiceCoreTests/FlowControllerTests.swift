@@ -6,12 +6,114 @@ import Testing
     typealias Grant = FlowController.Grant
 
     func controller(
-        budget: Int = 1_000, maxWindow: Int = 1_000, high: Int = 10_000, low: Int = 5_000, latency: Double = 0.5
+        budget: Int = 1_000, maxWindow: Int = 1_000, initialWindow: Int = 1_000_000, minimumWindow: Int = 64,
+        unprovenShare: Double = 1, high: Int = 10_000, low: Int = 5_000, latency: Double = 0.5
     ) -> FlowController {
         FlowController(
             configuration: .init(
-                budget: budget, maxWindow: maxWindow, grantFraction: 0.25, queueHighWater: high, queueLowWater: low,
+                budget: budget, maxWindow: maxWindow, initialWindow: initialWindow, minimumWindow: minimumWindow,
+                unprovenShare: unprovenShare, grantFraction: 0.25, queueHighWater: high, queueLowWater: low,
                 latencyTarget: latency))
+    }
+
+    @Test func firstWindowIsCappedAndDoublesAsItsBatchesCommit() {
+        var flow = controller(budget: 10_000, maxWindow: 10_000, initialWindow: 1_000)
+        #expect(flow.open(1) == 1_000)
+        _ = flow.batchReceived(1, readings: 1_000)
+        #expect(flow.finished(1, readings: 1_000) == [Grant(connection: 1, readings: 2_000)])
+        _ = flow.batchReceived(1, readings: 2_000)
+        #expect(flow.finished(1, readings: 2_000) == [Grant(connection: 1, readings: 4_000)])
+    }
+
+    @Test func idleEarlyConnectionsDoNotHoldTheBudgetLaterOnesNeed() {
+        var flow = controller(budget: 10_000, maxWindow: 10_000, initialWindow: 500)
+        for id in 1...20 as ClosedRange<UInt64> {
+            #expect(flow.open(id) == 500, "connection \(id) gets a first window")
+        }
+        #expect(flow.outstanding == 10_000)
+    }
+
+    /// The default tuning (DESIGN §6 machine): budget 1 M, max window 256 Ki, first window 16 Ki.
+    func defaultController() -> FlowController { FlowController(configuration: .init()) }
+
+    @Test func sixtyFourConnectionsOpenedAtOnceAllStartWithCredit() {
+        var flow = defaultController()
+        for id in 1...64 as ClosedRange<UInt64> {
+            #expect(flow.open(id) > 0, "connection \(id) starts with credit")
+        }
+        #expect(flow.outstanding <= 1_000_000)
+        #expect(flow.outstanding <= 300_000, "most of the budget stays free for connections that use it")
+    }
+
+    @Test func sixtyFourBusyConnectionsOfOneReadingBatchesEachGrowTowardsTheirFairShare() {
+        var flow = defaultController()
+        for id in 1...64 as ClosedRange<UInt64> { _ = flow.open(id) }
+        // Every connection streams 1-reading batches; commits come back in groups of up to 100.
+        for _ in 0..<400 {
+            for id in 1...64 as ClosedRange<UInt64> {
+                let held = flow.ledger(id)!.held
+                for _ in 0..<min(held, 100) { _ = flow.batchReceived(id, readings: 1) }
+                let inFlight = flow.ledger(id)!.inFlight
+                _ = flow.finished(id, readings: inFlight)
+            }
+        }
+        for id in 1...64 as ClosedRange<UInt64> {
+            #expect(flow.ledger(id)!.outstanding >= 1_000, "connection \(id) is not starved")
+        }
+        #expect(flow.outstanding <= 1_000_000)
+    }
+
+    @Test func idleConnectionHoldsOnlyItsSmallFirstWindow() {
+        var flow = defaultController()
+        _ = flow.open(1)
+        _ = flow.open(2)  // idle for ever
+        for _ in 0..<50 {
+            let held = flow.ledger(1)!.held
+            _ = flow.batchReceived(1, readings: held)
+            _ = flow.finished(1, readings: held)
+        }
+        #expect(flow.ledger(2)!.outstanding <= 16_384)
+        #expect(flow.ledger(1)!.outstanding == 262_144, "the busy one reached the max window")
+    }
+
+    @Test func aThousandIdleConnectionsCannotPinTheBudget() {
+        var flow = defaultController()
+        for id in 1...1_000 as ClosedRange<UInt64> { _ = flow.open(id) }
+        #expect(flow.outstanding <= 350_000, "idle connections hold \(flow.outstanding)")
+        // A hundred busy connections arriving afterwards all get credit at once, and grow.
+        for id in 1_001...1_100 as ClosedRange<UInt64> {
+            #expect(flow.open(id) > 0, "busy connection \(id) gets credit")
+        }
+        for _ in 0..<30 {
+            for id in 1_001...1_100 as ClosedRange<UInt64> {
+                let held = flow.ledger(id)!.held
+                _ = flow.batchReceived(id, readings: held)
+                _ = flow.finished(id, readings: held)
+            }
+        }
+        #expect(flow.ledger(1_100)!.outstanding >= 900, "a busy connection reaches its fair share (909)")
+        #expect(flow.outstanding <= 1_000_000)
+    }
+
+    @Test func trickleProducerDoesNotGrowItsWindow() {
+        var flow = defaultController()
+        _ = flow.open(1)
+        for _ in 0..<10_000 {
+            _ = flow.batchReceived(1, readings: 1)
+            _ = flow.finished(1, readings: 1)
+        }
+        #expect(flow.ledger(1)!.window == 16_384)
+    }
+
+    @Test func singleFastConnectionReachesTheMaxWindow() {
+        var flow = defaultController()
+        #expect(flow.open(1) == 16_384)
+        for _ in 0..<10 {
+            let held = flow.ledger(1)!.held
+            _ = flow.batchReceived(1, readings: held)
+            _ = flow.finished(1, readings: held)
+        }
+        #expect(flow.ledger(1)!.outstanding == 262_144)
     }
 
     @Test func firstConnectionGetsItsWholeShareInWelcome() {
@@ -159,9 +261,11 @@ import Testing
         #expect(flow.ledger(1)!.outstanding <= 500)
     }
 
-    @Test func budgetIsNeverExceededUnderRandomTraffic() {
+    @Test(arguments: [1.0, 0.25])
+    func budgetIsNeverExceededUnderRandomTraffic(unprovenShare: Double) {
         var rng = SplitMix(seed: 42)
-        var flow = controller(budget: 5_000, maxWindow: 2_000)
+        var flow = controller(
+            budget: 5_000, maxWindow: 2_000, initialWindow: 300, minimumWindow: 20, unprovenShare: unprovenShare)
         var open: [UInt64] = []
         var inFlight: [UInt64: [Int]] = [:]
         var next: UInt64 = 1

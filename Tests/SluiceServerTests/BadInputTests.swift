@@ -26,7 +26,7 @@ import Testing
         let token = "slu_testtoken"
         let server = try await TestServer.start(database: "srv_bad_\(input.rawValue.lowercased())") { config in
             config.frameLimits = FrameLimits(maxFrameBytes: 256 << 10, maxDecompressedBytes: 1 << 20)
-            config.flow = .init(budget: 100_000, maxWindow: 5_000)
+            config.flow = .init(budget: 100_000, maxWindow: 5_000, initialWindow: 5_000)
             if input == .wrongToken {
                 config.tokens = TokenTable(entries: [
                     TokenEntry(id: "t1", hashHex: SHA256.hexDigest(token), devicePrefix: "", createdAt: 0, name: "")

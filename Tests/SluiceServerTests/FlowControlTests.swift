@@ -30,7 +30,8 @@ import Testing
 
     @Test func lockedReadingsTableStopsCreditWithinOneWindowThenEverythingCommits() async throws {
         let server = try await TestServer.start(database: "srv_flow_lock") { config in
-            config.flow = .init(budget: 20_000, maxWindow: 4_000, queueHighWater: 1_000_000, queueLowWater: 500_000)
+            config.flow = .init(
+                budget: 20_000, maxWindow: 4_000, initialWindow: 4_000, queueHighWater: 1_000_000, queueLowWater: 500_000)
         }
         defer { Task { await server.stop() } }
         let client = try await RawClient.connect(port: server.port)
@@ -71,7 +72,7 @@ import Testing
 
     @Test func flatOutProducerDoesNotStarveASlowOne() async throws {
         let server = try await TestServer.start(database: "srv_fair") { config in
-            config.flow = .init(budget: 8_000, maxWindow: 8_000)
+            config.flow = .init(budget: 8_000, maxWindow: 8_000, initialWindow: 8_000)
         }
         defer { Task { await server.stop() } }
         let fast = try await RawClient.connect(port: server.port)

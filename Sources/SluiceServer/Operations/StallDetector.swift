@@ -14,12 +14,18 @@ public struct StallDetector: Sendable {
     public var warnAfter: Duration
     private let loops: [any EventLoop]
     private let logger: Logger
+    private let factory: any MetricsFactory
 
-    public init(loops: [any EventLoop], interval: Duration = .milliseconds(100), warnAfter: Duration = .milliseconds(50), logger: Logger) {
+    /// - Parameter factory: where the lag histograms go; `sluiced` passes its Prometheus registry's factory.
+    public init(
+        loops: [any EventLoop], interval: Duration = .milliseconds(100), warnAfter: Duration = .milliseconds(50),
+        logger: Logger, factory: any MetricsFactory = MetricsSystem.factory
+    ) {
         self.loops = loops
         self.interval = interval
         self.warnAfter = warnAfter
         self.logger = logger
+        self.factory = factory
     }
 
     /// Runs until cancelled.
@@ -33,7 +39,7 @@ public struct StallDetector: Sendable {
     }
 
     private func watch(loop: any EventLoop, name: String) async {
-        let timer = Metrics.Timer(label: "sluice_event_loop_lag_seconds", dimensions: [("loop", name)])
+        let timer = Metrics.Timer(label: "sluice_event_loop_lag_seconds", dimensions: [("loop", name)], factory: factory)
         let clock = ContinuousClock()
         while !Task.isCancelled {
             do { try await Task.sleep(for: interval) } catch { return }
@@ -46,7 +52,7 @@ public struct StallDetector: Sendable {
     }
 
     private func watchCooperativePool() async {
-        let timer = Metrics.Timer(label: "sluice_cooperative_pool_lag_seconds")
+        let timer = Metrics.Timer(label: "sluice_cooperative_pool_lag_seconds", factory: factory)
         let clock = ContinuousClock()
         while !Task.isCancelled {
             let start = clock.now
