@@ -144,9 +144,22 @@ struct Daemon: Service {
     let logger: Logger
 
     func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let systemd = SystemdNotifier(environment: environment)
         try await server.start()
+        let listen = "\(server.configuration.host):\(server.localPort)"
         // The one line tests and scripts wait for (the address is the real one, also with port 0).
-        FileHandle.standardError.write(Data("sluiced: listening on \(server.configuration.host):\(server.localPort)\n".utf8))
+        FileHandle.standardError.write(Data("sluiced: listening on \(listen)\n".utf8))
+        // Type=notify: ready once listening with the database reachable (start() connected and migrated).
+        systemd.notify("READY=1\nSTATUS=listening on \(listen)")
+        let watchdog = Task { [server] in
+            guard let interval = SystemdNotifier.watchdogInterval(environment: environment) else { return }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval / 2)
+                // Only ping while the server answers: a wedged process should be restarted by systemd.
+                if server.localPort > 0 { systemd.notify("WATCHDOG=1") }
+            }
+        }
         if let port = server.httpPort {
             logger.info("status and metrics", metadata: ["url": "http://\(server.configuration.httpHost ?? ""):\(port)/status"])
         }
@@ -160,7 +173,9 @@ struct Daemon: Service {
             }
         }
         try? await gracefulShutdown()
+        systemd.notify("STOPPING=1\nSTATUS=draining")
         reloader.cancel()
+        watchdog.cancel()
         await server.shutdown()
     }
 }
