@@ -36,7 +36,17 @@ struct LocationOptions: ParsableArguments {
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "serve", abstract: "Run the ingest server (the default command).")
+        commandName: "serve", abstract: "Run the ingest server (the default command).",
+        discussion: """
+            Each option also comes from the environment as SLUICE_<NAME> (SLUICE_DATABASE_URL, SLUICE_WRITERS, \
+            ...) and from the --config file as "name = value" (database-url = postgresql://...). A flag beats \
+            the environment, which beats the file. When ready, sluiced prints "sluiced: listening on HOST:PORT".
+
+            Examples:
+              sluiced serve --listen 127.0.0.1:0 --http off     # any free port, no HTTP
+              SLUICE_DATABASE_URL=postgresql://sluice@db/tel sluiced serve --writers 4
+              sluiced serve --state-dir /var/lib/sluice --log-level debug
+            """)
 
     @OptionGroup var location: LocationOptions
 
