@@ -12,7 +12,7 @@ import Testing
         let client = try await RawClient.connect(port: server.port)
         let welcome = try await client.handshake(producer: producerID(1))
         #expect(welcome.protocolVersion == 1)
-        #expect(welcome.initialCredit == 16_384, "the first window, before it grows towards the fair share")
+        #expect(welcome.initialCredit == 50_000)
         #expect(welcome.maxFrameBytes == 4 << 20)
         #expect(welcome.maxDecompressedBytes == 32 << 20)
         #expect(welcome.maxBatchReadings == 65_536)

@@ -30,7 +30,7 @@ struct TestServer {
         var configuration = SluiceServer.Configuration(
             host: "127.0.0.1", port: 0, httpHost: nil,
             writerPool: .init(databaseURL: url, writers: 2),
-            flow: .init(budget: 200_000, maxWindow: 50_000), timeouts: .init(heartbeatInterval: 5_000_000_000),
+            flow: .init(budget: 200_000, maxWindow: 50_000, initialWindow: 50_000), timeouts: .init(heartbeatInterval: 5_000_000_000),
             pipelineConcurrency: 2, eventLoopThreads: 2)
         configuration.drainTimeout = 10
         configure(&configuration)
