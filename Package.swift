@@ -169,5 +169,16 @@ let package = Package(
             name: "SluiceEndToEndTests",
             dependencies: ["SluiceTestSupport", "SluiceProtocol"],
             swiftSettings: swiftSettings),
+        // Faults and abuse: state-machine random walks, hostile clients, kills and database restarts.
+        .testTarget(
+            name: "SluiceChaosTests",
+            dependencies: [
+                "SluiceServer", "SluiceCore", "SluiceProtocol", "SluiceStore", "SluiceTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
     ]
 )
