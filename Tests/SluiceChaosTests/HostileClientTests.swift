@@ -1,0 +1,309 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import SluiceCore
+import SluiceProtocol
+import SluiceTestSupport
+import Testing
+
+/// Every kind of hostile client at once against the real `sluiced`, while a healthy client streams a known
+/// set of readings: the healthy client's readings all land exactly once, the daemon's memory stays bounded,
+/// and the attack costs the healthy client little throughput. Prints the figures (`chaos:` lines).
+@Suite struct HostileClientTests {
+    /// Idle connections held open during the attack (`SLUICE_CHAOS_IDLE` overrides; `tools/chaos --idle`).
+    static var idleConnections: Int {
+        ProcessInfo.processInfo.environment["SLUICE_CHAOS_IDLE"].flatMap(Int.init) ?? 1_000
+    }
+
+    @Test func healthyClientLandsExactlyOnceWhileEveryKindOfHostileClientAttacks() async throws {
+        let url = try TestDatabase.freshDatabase(named: "chaos_hostile")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-chaos-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let healthyToken = "slu_chaos_healthy"
+        let scopedToken = "slu_chaos_scoped"
+        let tokens = TokenTable(entries: [
+            TokenEntry(id: "healthy", hashHex: SHA256.hexDigest(healthyToken), devicePrefix: "", createdAt: 0, name: ""),
+            TokenEntry(id: "scoped", hashHex: SHA256.hexDigest(scopedToken), devicePrefix: "plant1.", createdAt: 0, name: ""),
+        ])
+        try tokens.serialized().write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+
+        let (daemon, port) = try await SluicedProcess.start([
+            "--listen", "127.0.0.1:0", "--http", "off", "--database-url", url, "--token-file", dir + "/tokens",
+            "--log-level", "error", "--state-dir", dir,
+        ])
+        defer { daemon.kill() }
+        let memory = PeakMemory(pid: daemon.pid)
+
+        // Baseline: the healthy client alone.
+        let batches = 300
+        let size = 500
+        let quiet = try await HealthyStream.run(port: port, producer: 1, token: healthyToken, device: "healthy.quiet", batches: batches, size: size)
+        let rssBefore = memory.sample()
+
+        // The attack, then the healthy client again while it goes on.
+        let attack = HostileCrowd(port: port, idle: Self.idleConnections, token: healthyToken, scopedToken: scopedToken, seed: 9)
+        try await attack.openIdle()
+        let attackers = Task { try await attack.misbehave() }
+        let sampler = Task {
+            while !Task.isCancelled {
+                memory.sample()
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        let attacked = try await HealthyStream.run(
+            port: port, producer: 2, token: healthyToken, device: "healthy.attacked", batches: batches, size: size)
+        let outcomes = try await attackers.value
+        sampler.cancel()
+        memory.sample()
+        await attack.closeAll()
+
+        // Exactly once, nothing from the attackers' bad batches.
+        let db = try TestConnection(url: url)
+        for device in ["healthy.quiet", "healthy.attacked"] {
+            #expect(try db.scalar("SELECT count(*) FROM readings WHERE device_id = '\(device)'") == batches * size, "\(device)")
+            #expect(
+                try db.scalar("SELECT count(*) FROM (SELECT DISTINCT time FROM readings WHERE device_id = '\(device)') t")
+                    == batches * size, "\(device): duplicates")
+        }
+        #expect(try db.scalar("SELECT count(*) FROM readings WHERE device_id LIKE 'plant2.%'") == 0, "out-of-scope device written")
+        #expect(try db.scalar("SELECT count(*) FROM readings WHERE device_id LIKE 'bad.%'") == 0, "a violating batch was written")
+        // Every hostile client got the treatment it earned.
+        #expect(outcomes.scopeDenied, "the out-of-scope batch was not refused with PERMISSION_DENIED")
+        #expect(outcomes.closedByServer >= outcomes.expectedClosures, "\(outcomes)")
+        #expect(outcomes.floodAcked == outcomes.floodSent, "\(outcomes)")
+
+        let peakMiB = Double(memory.peakKiB) / 1024
+        let ratio = attacked.readingsPerSecond / quiet.readingsPerSecond
+        print(
+            "chaos: hostile clients: \(Self.idleConnections) idle connections + \(outcomes.summary); "
+                + "sluiced peak RSS (VmHWM) \(String(format: "%.1f", peakMiB)) MiB (before the attack \(String(format: "%.1f", Double(rssBefore) / 1024)) MiB); "
+                + "healthy throughput \(Int(quiet.readingsPerSecond)) readings/s alone, \(Int(attacked.readingsPerSecond)) under attack "
+                + "(\(Int(ratio * 100))%); lost 0, duplicated 0 of \(2 * batches * size)")
+        #expect(peakMiB < 256, "sluiced peak RSS \(peakMiB) MiB above the 256 MiB bar")
+    }
+}
+
+/// VmHWM (peak resident set) of a process, read from /proc.
+final class PeakMemory: Sendable {
+    let pid: Int32
+    private let peak = NIOLockedValueBox(0)
+    init(pid: Int32) { self.pid = pid }
+
+    /// Reads VmHWM now; returns it in KiB (0 if the process is gone).
+    @discardableResult
+    func sample() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+            let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        else { return 0 }
+        peak.withLockedValue { $0 = max($0, kib) }
+        return kib
+    }
+
+    var peakKiB: Int { peak.withLockedValue { $0 } }
+}
+
+/// A well-behaved producer: keeps as many batches in flight as its credit allows and waits for every ack.
+enum HealthyStream {
+    struct Result {
+        var readingsPerSecond: Double
+    }
+
+    static func run(port: Int, producer: UInt8, token: String, device: String, batches: Int, size: Int) async throws -> Result {
+        let client = try await RawClient.connect(port: port)
+        defer { Task { await client.close() } }
+        try await client.handshake(producer: producerID(producer), token: token)
+        let start = ContinuousClock.now
+        for seq in 1...UInt64(batches) {
+            while client.held.withLockedValue({ $0 }) < size {
+                guard try await client.next(timeout: .seconds(30)) != nil else {
+                    throw TestSetupError("the healthy client was disconnected: \(client.seenErrors.withLockedValue { $0 })")
+                }
+            }
+            try await client.sendBatch(Readings.batch(seq: seq, device: device, count: size))
+        }
+        let acks = try await client.acks(for: Set(1...UInt64(batches)), timeout: .seconds(60))
+        let elapsed = ContinuousClock.now - start
+        let accepted = acks.values.reduce(0) { $0 + Int($1.accepted) }
+        guard accepted == batches * size, acks.values.allSatisfy({ !$0.duplicate }) else {
+            throw TestSetupError("healthy client: \(accepted) of \(batches * size) accepted")
+        }
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return Result(readingsPerSecond: Double(accepted) / seconds)
+    }
+}
+
+/// The attackers: idle sockets, slowloris, a flood of tiny frames, credit violations, lying lengths, zstd bombs,
+/// random bytes after a valid handshake, a token used outside its scope.
+final class HostileCrowd: Sendable {
+    struct Outcomes: Sendable, CustomStringConvertible {
+        var expectedClosures = 0
+        var closedByServer = 0
+        var floodSent = 0
+        var floodAcked = 0
+        var scopeDenied = false
+        var summary = ""
+        var description: String { "\(summary); closed by server \(closedByServer)/\(expectedClosures), flood acked \(floodAcked)/\(floodSent)" }
+    }
+
+    let port: Int
+    let idle: Int
+    let scopedToken: String
+    /// A valid token with every device in scope: the attackers are authenticated, then misbehave.
+    let token: String
+    let seed: UInt64
+    private let idleChannels = NIOLockedValueBox<[any Channel]>([])
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+
+    init(port: Int, idle: Int, token: String, scopedToken: String, seed: UInt64) {
+        self.token = token
+        self.port = port
+        self.idle = idle
+        self.scopedToken = scopedToken
+        self.seed = seed
+    }
+
+    /// Opens `idle` TCP connections; every other one sends the preface and nothing more.
+    func openIdle() async throws {
+        let bootstrap = ClientBootstrap(group: group)
+        var opened: [any Channel] = []
+        for i in 0..<idle {
+            let channel = try await bootstrap.connect(host: "127.0.0.1", port: port).get()
+            if i % 2 == 0 { try await channel.writeAndFlush(channel.allocator.buffer(bytes: sluicePreface)) }
+            opened.append(channel)
+        }
+        idleChannels.withLockedValue { $0 = opened }
+    }
+
+    func closeAll() async {
+        for channel in idleChannels.withLockedValue({ $0 }) { try? await channel.close() }
+        try? await group.shutdownGracefully()
+    }
+
+    func misbehave() async throws -> Outcomes {
+        var rng = SeededGenerator(seed: seed)
+        var out = Outcomes()
+        var closers: [Task<Bool, any Error>] = []
+        var kinds: [String: Int] = [:]
+
+        // Slowloris: a valid session, then half a frame and silence (the server's frame-stall deadline ends it).
+        for i in 0..<20 {
+            let c = try await RawClient.connect(port: port)
+            try await c.handshake(producer: producerID(UInt8(10 + i)), token: token)
+            try await c.sendBytes([0, 0, 0, 0x10, 0, 0x12, 0x01])
+            kinds["slowloris", default: 0] += 1
+            _ = c  // left open until the end; the server closes it after its stall deadline
+            closers.append(Task { try await Self.closedByServer(c, timeout: .seconds(40), answeringPings: false) })
+        }
+        // Credit violations.
+        for i in 0..<10 {
+            let c = try await RawClient.connect(port: port)
+            let welcome = try await c.handshake(producer: producerID(UInt8(40 + i)), token: token)
+            try await c.sendBatch(Readings.batch(seq: 1, device: "bad.credit", count: Int(welcome.initialCredit) + 1))
+            kinds["credit violation", default: 0] += 1
+            closers.append(Task { try await Self.closedByServer(c) })
+        }
+        // Lying lengths: more than the limit; and a length that promises more than is sent, then a new frame.
+        for i in 0..<10 {
+            let c = try await RawClient.connect(port: port)
+            try await c.handshake(producer: producerID(UInt8(60 + i)), token: token)
+            if i % 2 == 0 {
+                try await c.sendRawFrame(flags: 0, payload: [], declaredLength: UInt32.max)
+            } else {
+                // Says 3 bytes, carries a whole batch: the decoder sees garbage where the next prefix should be.
+                var batch = Readings.batch(seq: 1, device: "bad.length", count: 5)
+                batch.seq = 1
+                let bytes = try ClientFrame(.batch(batch)).serializedBytes() as [UInt8]
+                try await c.sendRawFrame(flags: 0, payload: bytes, declaredLength: 3)
+            }
+            kinds["lying length", default: 0] += 1
+            closers.append(Task { try await Self.closedByServer(c) })
+        }
+        // Zstd bombs: 8 MiB of zeros in a few hundred bytes.
+        for i in 0..<5 {
+            let c = try await RawClient.connect(port: port)
+            try await c.handshake(producer: producerID(UInt8(80 + i)), token: token)
+            var batch = Batch()
+            batch.seq = 1
+            var series = Series()
+            series.deviceID = "bad.bomb"
+            series.metric = "m"
+            series.values = Array(repeating: 0, count: 1 << 20)
+            series.timeDeltasUs = Array(repeating: 0, count: 1 << 20)
+            batch.series = [series]
+            try await c.send(ClientFrame(.batch(batch)), compressed: true)
+            kinds["zstd bomb", default: 0] += 1
+            closers.append(Task { try await Self.closedByServer(c) })
+        }
+        // Random bytes after a valid handshake.
+        for i in 0..<20 {
+            let c = try await RawClient.connect(port: port)
+            try await c.handshake(producer: producerID(UInt8(100 + i)), token: token)
+            let noise = (0..<Int.random(in: 64...4096, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            try await c.sendBytes(noise)
+            kinds["random bytes", default: 0] += 1
+            closers.append(Task { try await Self.closedByServer(c, timeout: .seconds(40)) })
+        }
+        // A token used for devices outside its scope: refused, the session goes on.
+        let scoped = try await RawClient.connect(port: port)
+        try await scoped.handshake(producer: producerID(130), token: scopedToken)
+        try await scoped.sendBatch(Readings.batch(seq: 1, device: "plant2.boiler", count: 10))
+        let (denied, _) = try await scoped.read(until: { if case .error = $0.kind { true } else { false } })
+        if case .error(let e)? = denied?.kind, e.code == .permissionDenied, !e.closing { out.scopeDenied = true }
+        await scoped.close()
+        kinds["out-of-scope token", default: 0] += 1
+
+        // A flood of tiny frames: thousands of Pings and 1-reading batches in a few writes.
+        let flood = try await RawClient.connect(port: port)
+        try await flood.handshake(producer: producerID(140), token: token)
+        var sent = 0
+        for round in 0..<20 {
+            var buffer = ByteBuffer()
+            for n in 0..<500 {
+                var ping = Ping()
+                ping.nonce = UInt64(round * 1000 + n)
+                try FramePayload.encode(ClientFrame(.ping(ping)), into: &buffer, compressor: nil, compressAbove: 0)
+            }
+            // 1-reading batches within credit.
+            let count = min(100, flood.held.withLockedValue { $0 })
+            for _ in 0..<count {
+                sent += 1
+                let batch = Readings.batch(seq: UInt64(sent), device: "flood.tiny", count: 1)
+                flood.held.withLockedValue { $0 -= 1 }
+                try FramePayload.encode(ClientFrame(.batch(batch)), into: &buffer, compressor: nil, compressAbove: 0)
+            }
+            try await flood.sendBytes(Array(buffer.readableBytesView))
+            while let frame = try await flood.next(timeout: .milliseconds(200)), !Self.isAck(frame) {}
+        }
+        let floodAcks = try await flood.acks(for: Set(1...UInt64(max(sent, 1))), timeout: .seconds(30))
+        out.floodSent = sent
+        out.floodAcked = sent == 0 ? 0 : floodAcks.count
+        await flood.close()
+        kinds["tiny-frame flood (10,000 pings + \(sent) 1-reading batches)", default: 0] += 1
+
+        out.expectedClosures = closers.count
+        for closer in closers where try await closer.value { out.closedByServer += 1 }
+        out.summary = kinds.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        return out
+    }
+
+    private static func isAck(_ frame: ServerFrame) -> Bool {
+        if case .ack = frame.kind { return true }
+        return false
+    }
+
+    /// Whether the server closed `client` within `timeout` (after an Error frame or not).
+    private static func closedByServer(
+        _ client: RawClient, timeout: Duration = .seconds(15), answeringPings: Bool = true
+    ) async throws -> Bool {
+        do {
+            _ = try await client.framesUntilClosed(timeout: timeout, answeringPings: answeringPings)
+            return true
+        } catch {
+            await client.close()
+            return false
+        }
+    }
+}

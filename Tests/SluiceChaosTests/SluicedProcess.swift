@@ -1,0 +1,89 @@
+// Copied from Tests/SluiceServerTests (test targets cannot share non-public helpers); keep in step.
+import Foundation
+import NIOConcurrencyHelpers
+import SluiceTestSupport
+
+/// The real `sluiced` executable (from `$SLUICE_BIN_DIR`) as a child process, for tests that signal it.
+final class SluicedProcess: Sendable {
+    private let process: Process
+    private let stderr = NIOLockedValueBox("")
+    private let stdout = NIOLockedValueBox("")
+    private let exitStatus = NIOLockedValueBox<Int32?>(nil)
+
+    /// Starts `sluiced` with `arguments` and waits for its `sluiced: listening on 127.0.0.1:PORT` line.
+    static func start(_ arguments: [String], environment: [String: String] = [:]) async throws -> (SluicedProcess, port: Int) {
+        let me = try launch(arguments, environment: environment)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let log = me.log
+            if let range = log.range(of: "sluiced: listening on 127.0.0.1:") {
+                let digits = log[range.upperBound...].prefix { $0.isNumber }
+                if let port = Int(digits), log[range.upperBound...].dropFirst(digits.count).first == "\n" {
+                    return (me, port)
+                }
+            }
+            if me.exitStatus.withLockedValue({ $0 }) != nil {
+                throw TestSetupError("sluiced exited before listening: \(log)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        me.kill()
+        throw TestSetupError("sluiced did not print its listening line within 30 s: \(me.log)")
+    }
+
+    /// Starts `sluiced` with `arguments` (and extra environment variables) without waiting for anything.
+    static func launch(_ arguments: [String], environment: [String: String] = [:]) throws -> SluicedProcess {
+        guard let binDir = ProcessInfo.processInfo.environment["SLUICE_BIN_DIR"] else {
+            throw TestSetupError("SLUICE_BIN_DIR is not set: run the suite with tools/test, which builds sluiced")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binDir + "/sluiced")
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let me = SluicedProcess(process: process)
+        let pipe = Pipe()
+        process.standardError = pipe
+        let outPipe = Pipe()
+        process.standardOutput = outPipe
+        outPipe.fileHandleForReading.readabilityHandler = { [stdout = me.stdout] handle in
+            let data = handle.availableData
+            if !data.isEmpty { stdout.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
+        }
+        pipe.fileHandleForReading.readabilityHandler = { [stderr = me.stderr] handle in
+            let data = handle.availableData
+            if !data.isEmpty { stderr.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
+        }
+        process.terminationHandler = { [exitStatus = me.exitStatus] p in
+            exitStatus.withLockedValue { $0 = p.terminationStatus }
+        }
+        try process.run()
+        return me
+    }
+
+    private init(process: Process) {
+        self.process = process
+    }
+
+    var log: String { stderr.withLockedValue { $0 } }
+    var output: String { stdout.withLockedValue { $0 } }
+    var pid: Int32 { process.processIdentifier }
+
+    func signal(_ signal: Int32) {
+        Foundation.kill(process.processIdentifier, signal)
+    }
+
+    /// The exit status once the process ended, waiting up to `timeout`.
+    func waitForExit(timeout: Duration = .seconds(30)) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let status = exitStatus.withLockedValue({ $0 }) { return status }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestSetupError("sluiced did not exit within \(timeout)")
+    }
+
+    /// Last resort, so a failing test leaves nothing running.
+    func kill() {
+        if exitStatus.withLockedValue({ $0 }) == nil { Foundation.kill(process.processIdentifier, SIGKILL) }
+    }
+}
