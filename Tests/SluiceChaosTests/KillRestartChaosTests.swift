@@ -1,0 +1,48 @@
+import Foundation
+import SluiceTestSupport
+import Testing
+
+/// `tools/chaos` at CI size: while `sluice send` streams 120,000 readings generated from a seed, sluiced is
+/// SIGKILLed and restarted 10 times, PostgreSQL restarted 3 times (fast and immediate), the readings table
+/// locked twice for 3 s and sluiced paused twice for 2 s. Afterwards the table holds exactly the expected set.
+@Suite struct KillRestartChaosTests {
+    @Test func everyReadingLandsExactlyOnceThroughKillsRestartsLocksAndPauses() async throws {
+        guard let binDir = ProcessInfo.processInfo.environment["SLUICE_BIN_DIR"] else {
+            throw TestSetupError("SLUICE_BIN_DIR is not set: run the suite with tools/test, which builds sluiced and sluice")
+        }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let (status, stdout, stderr) = try await run(
+            root.appendingPathComponent("tools/chaos").path,
+            ["--bin-dir", binDir, "--kills", "10", "--pg-restarts", "3", "--locks", "2", "--pauses", "2", "--seed", "7", "--json"])
+        let line = stdout.split(separator: "\n").last.map(String.init) ?? ""
+        let report = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Int] ?? [:]
+        print("chaos: tools/chaos \(line)")
+        #expect(status == 0, "tools/chaos failed: \(stdout)\n\(stderr.suffix(3000))")
+        #expect(report["expected"] == 120_000)
+        #expect(report["lost"] == 0 && report["duplicated"] == 0 && report["extra"] == 0 && report["wrong_value"] == 0, "\(line)")
+        #expect(report["kills"] == 10 && report["pg_restarts"] == 3 && report["locks"] == 2 && report["pauses"] == 2, "\(line)")
+    }
+
+    /// Runs `path` to completion off the cooperative pool (the wait happens in Process's termination handler).
+    private func run(_ path: String, _ arguments: [String]) async throws -> (Int32, String, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("chaos-\(UUID().uuidString).out")
+        let err = FileManager.default.temporaryDirectory.appendingPathComponent("chaos-\(UUID().uuidString).err")
+        FileManager.default.createFile(atPath: out.path, contents: nil)
+        FileManager.default.createFile(atPath: err.path, contents: nil)
+        defer {
+            try? FileManager.default.removeItem(at: out)
+            try? FileManager.default.removeItem(at: err)
+        }
+        process.standardOutput = try FileHandle(forWritingTo: out)
+        process.standardError = try FileHandle(forWritingTo: err)
+        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            do { try process.run() } catch { continuation.resume(throwing: error) }
+        }
+        return (status, (try? String(contentsOf: out, encoding: .utf8)) ?? "", (try? String(contentsOf: err, encoding: .utf8)) ?? "")
+    }
+}
