@@ -41,6 +41,15 @@ public func sluiceFuzzFrames(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
 
 // MARK: - Seed corpus
 
+private func write(_ seeds: [(String, UInt8, [UInt8])], to dir: String) {
+    for (name, mode, bytes) in seeds {
+        let data = [mode] + bytes
+        guard let f = fopen(dir + "/" + name, "wb") else { continue }
+        _ = data.withUnsafeBufferPointer { fwrite($0.baseAddress, 1, $0.count, f) }
+        fclose(f)
+    }
+}
+
 /// With `SLUICE_FUZZ_WRITE_SEEDS=DIR`, writes a seed corpus of real frames (built by the same encoder the
 /// clients use) into DIR and exits: `Fuzz/build` regenerates `Fuzz/corpus/frames` this way.
 @_cdecl("LLVMFuzzerInitialize")
@@ -80,11 +89,62 @@ public func sluiceFuzzInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: Uns
         ("stream", 3, sluicePreface + frames([ClientFrame(.hello(hello)), ClientFrame(.ping(ping)),
             batch(seq: 1, device: "d", count: 3, decimal: true, quality: false)])),
     ]
-    for (name, mode, bytes) in seeds {
-        let data = [mode] + bytes
-        guard let f = fopen(dir + "/" + name, "wb") else { continue }
-        _ = data.withUnsafeBufferPointer { fwrite($0.baseAddress, 1, $0.count, f) }
-        fclose(f)
+    write(seeds, to: dir)
+    // Server frames, for libsluice's parser (Fuzz/c/fuzz_response.c): mode byte 1 = session open, 0 = handshake.
+    if let responses = getenv("SLUICE_FUZZ_WRITE_RESPONSE_SEEDS").map({ String(cString: $0) }) {
+        func server(_ list: [ServerFrame], compressed: Bool = false) -> [UInt8] {
+            var buffer = ByteBuffer()
+            for frame in list {
+                try? FramePayload.encode(frame, into: &buffer, compressor: compressed ? ZstdCompressor() : nil, compressAbove: 0)
+            }
+            return Array(buffer.readableBytesView)
+        }
+        var welcome = Welcome()
+        welcome.protocolVersion = 1
+        welcome.sessionID = 9
+        welcome.initialCredit = 5000
+        welcome.maxBatchReadings = 65_536
+        welcome.maxFrameBytes = 4 << 20
+        welcome.maxDecompressedBytes = 32 << 20
+        welcome.heartbeatIntervalMs = 5000
+        welcome.committedSeq = 1
+        func ack(_ seq: UInt64, duplicate: Bool = false) -> ServerFrame {
+            var a = Ack()
+            a.seq = seq
+            a.accepted = 1
+            a.rejected = 1
+            var r = Rejection()
+            r.index = 1
+            r.code = .valueNotFinite
+            r.message = "value is NaN"
+            a.reasons = [r]
+            a.duplicate = duplicate
+            return ServerFrame(.ack(a))
+        }
+        var credit = Credit()
+        credit.readings = 1000
+        var error = ErrorFrame()
+        error.code = .invalidArgument
+        error.message = "batch 2: columns must have equal length"
+        error.seq = 2
+        var closing = error
+        closing.closing = true
+        closing.code = .resourceExhausted
+        var goAway = GoAway()
+        goAway.reason = "server draining"
+        goAway.reconnectAfterMs = 1000
+        var ping = Ping()
+        ping.nonce = 5
+        write(
+            [
+                ("welcome", 0, server([ServerFrame(.welcome(welcome))])),
+                ("welcome-then-acks", 0, server([ServerFrame(.welcome(welcome)), ack(2), ack(3)])),
+                ("acks-credit", 1, server([ack(1), ack(2, duplicate: true), ServerFrame(.credit(credit)), ack(3)])),
+                ("error", 1, server([ServerFrame(.error(error)), ack(3)])),
+                ("error-closing", 1, server([ServerFrame(.error(closing))])),
+                ("goaway-ping", 1, server([ServerFrame(.ping(ping)), ServerFrame(.goAway(goAway)), ack(1)])),
+                ("zstd-ack", 1, server([ack(1), ack(2)], compressed: true)),
+            ], to: responses)
     }
     exit(0)
 }
