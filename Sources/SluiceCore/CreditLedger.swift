@@ -17,8 +17,8 @@ public struct CreditLedger: Sendable, Equatable {
     /// and grows by what the connection actually gets committed, slow-start style, so credit goes to
     /// connections that use it and an idle one holds little (credit cannot be taken back once granted).
     public internal(set) var window: Int
-    /// True once the connection has sent a batch: until then its credit counts against the small slice of
-    /// the budget that connections nobody has seen working may hold.
+    /// True once the connection has used most of its credit (its window grew): until then its credit counts
+    /// against the small slice of the budget that connections not seen busy may hold together.
     public internal(set) var proven = false
 
     public init(initial: Int = 0, window: Int? = nil) {
@@ -37,7 +37,6 @@ public struct CreditLedger: Sendable, Equatable {
         guard readings <= held else { return .violation(held: held, sent: readings) }
         held -= readings
         inFlight += readings
-        if readings > 0 { proven = true }
         return .accepted
     }
 

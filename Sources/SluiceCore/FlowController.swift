@@ -10,9 +10,9 @@
 /// Windows (slow start): granted credit cannot be taken back, so a connection does not get its whole share
 /// up front. It starts with `initialWindow` and its window grows by the readings it gets committed while it
 /// is using most of its credit (doubling per round trip, as TCP's slow start), up to the fair share and
-/// `maxWindow`. Connections that have not sent a batch yet together hold at most `unprovenShare` of the
-/// budget (each still gets `minimumWindow`), so a crowd of idle connections cannot pin the budget that busy
-/// ones need, and 64 connections opened at once all start with credit.
+/// `maxWindow`. Connections whose window never had to grow (idle or trickling ones) together hold at most
+/// `unprovenShare` of the budget (each still gets `minimumWindow`), so a crowd of idle connections cannot pin
+/// the budget that busy ones need, and 64 connections opened at once all start with credit.
 ///
 /// Backpressure: while the write queue is above `queueHighWater`, or commit latency p99 is above
 /// `latencyTarget`, no credit is granted; granting resumes once the queue is below `queueLowWater` and latency
@@ -29,7 +29,7 @@ public struct FlowController: Sendable {
         /// A new connection gets at least this much credit while the budget has room, even when connections
         /// that have not sent anything yet already hold their whole `unprovenShare`.
         public var minimumWindow: Int
-        /// The fraction of the budget that connections which have not sent a batch yet may hold together.
+        /// The fraction of the budget that connections whose window never grew may hold together.
         public var unprovenShare: Double
         /// Grants smaller than this fraction of a connection's share are deferred (fewer `Credit` frames)
         /// while the connection still has readings in flight.
@@ -86,7 +86,7 @@ public struct FlowController: Sendable {
     private var waiting: [ConnectionID] = []
     /// Readings still in flight from connections that have closed: they occupy the queue until they finish.
     private var orphanedInFlight = 0
-    /// Credit held by connections that have not sent a batch yet.
+    /// Readings outstanding (held + in flight) of connections whose window never grew.
     private var unprovenOutstanding = 0
     public private(set) var withholding: Withholding?
     private var queueDepth = 0
@@ -120,8 +120,14 @@ public struct FlowController: Sendable {
     public mutating func open(_ connection: ConnectionID) -> Int {
         precondition(ledgers[connection] == nil, "connection \(connection) opened twice")
         ledgers[connection] = CreditLedger(initial: 0, window: configuration.initialWindow)
-        let grants = grantIfShort(connection, ignoringThreshold: true)
-        return grants.first?.readings ?? 0
+        let first = grantIfShort(connection, ignoringThreshold: true).first?.readings ?? 0
+        // A connection held to less than the first window by the slice for connections not seen busy starts
+        // its slow start from what it got, so it cannot jump to a big grant later. (One short of budget waits
+        // in line for its whole first window instead.)
+        if first > 0, !waiting.contains(connection) {
+            ledgers[connection]?.window = max(configuration.minimumWindow, first)
+        }
+        return first
     }
 
     /// Closes `connection`: its held credit returns to the budget at once, its in-flight readings when they
@@ -140,9 +146,7 @@ public struct FlowController: Sendable {
         guard var ledger = ledgers[connection] else {
             preconditionFailure("batch received on connection \(connection), which is not open")
         }
-        let wasProven = ledger.proven
         let action = ledger.batchReceived(readings: readings)
-        if !wasProven && ledger.proven { unprovenOutstanding -= ledger.outstanding }
         ledgers[connection] = ledger
         return action
     }
@@ -151,11 +155,17 @@ public struct FlowController: Sendable {
     /// grants this makes possible: connections waiting for budget first, then `connection` itself.
     public mutating func finished(_ connection: ConnectionID, readings: Int) -> [Grant] {
         if var ledger = ledgers[connection] {
+            let before = ledger.outstanding
             ledger.finished(readings: readings)
+            if !ledger.proven { unprovenOutstanding -= readings }
             // Slow start: the window grows only while the connection is using most of its credit, so a
             // trickling producer's window (and what it holds) stays small.
-            if ledger.held * 2 < target(ledger) {
+            if ledger.held * 2 < before {
                 ledger.window = min(configuration.maxWindow, ledger.window + readings)
+                if !ledger.proven {
+                    ledger.proven = true
+                    unprovenOutstanding -= ledger.outstanding
+                }
             }
             ledgers[connection] = ledger
         } else {

@@ -2,7 +2,10 @@
 // fixed-size transactions) and by the WriterPool (N writers), in one run; prints rows/s and the ratio.
 //
 //   sluice-store-bench --url postgresql://sluice@127.0.0.1:5432/postgres [--rows 2000000] [--writers 2]
-//                      [--batch-readings 1000] [--txn-rows 10000] [--producers 64] [--repeat 3]
+//                      [--batch-readings 1000] [--txn-rows 10000] [--producers 64] [--repeat 3] [--only raw]
+//
+// --only raw measures raw binary COPY with --writers connections alone and ends with a line
+// `raw_copy_rows_per_second=N` (tools/bench uses it as the reference of its run).
 //
 // Each measurement runs --repeat times, interleaved (raw 1, raw N, pool, raw 1, ...), into an emptied table
 // after a CHECKPOINT; the best of each is reported, since a shared machine only ever slows a run down.
@@ -24,6 +27,7 @@ struct Options {
     var seriesLength = 100
     var maxGroupReadings = 20_000
     var repeats = 3
+    var rawOnly = false
 
     init(arguments: [String]) throws {
         var iterator = arguments.dropFirst().makeIterator()
@@ -42,6 +46,9 @@ struct Options {
             case "--producers": producers = try int()
             case "--max-group-readings": maxGroupReadings = try int()
             case "--repeat": repeats = try int()
+            case "--only":
+                guard value == "raw" else { throw BenchError("--only takes \"raw\"") }
+                rawOnly = true
             default: throw BenchError("unknown option \(flag)")
             }
         }
@@ -150,6 +157,21 @@ struct StoreBench {
         func verify(_ name: String) throws {
             let count = Int(try admin.exec("SELECT count(*) FROM readings") ?? "") ?? -1
             guard count == rows else { throw BenchError("\(name): expected \(rows) rows in readings, found \(count)") }
+        }
+
+        if options.rawOnly {
+            var best = Double.infinity
+            for round in 1...options.repeats {
+                try reset()
+                let seconds = try await RawCopyReference.write(
+                    payloads: payloads, databaseURL: options.url, connections: options.writers)
+                try verify("raw COPY, \(options.writers) connections")
+                print(String(format: "  round %d: raw COPY, %d connections: %.0f rows/s", round, options.writers, Double(rows) / seconds))
+                best = min(best, seconds)
+            }
+            try reset()
+            print(String(format: "raw_copy_rows_per_second=%.0f", Double(rows) / best))
+            return
         }
 
         var raw1 = Double.infinity
