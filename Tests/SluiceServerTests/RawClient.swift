@@ -95,6 +95,21 @@ final class RawClient: Sendable {
         try await send(ClientFrame(.batch(batch)), compressed: compressed)
     }
 
+    /// Waits (reading frames) until the credit held covers `batch`, then sends it, as a well-behaved client does.
+    func sendBatchWhenCredit(_ batch: Batch, timeout: Duration = .seconds(20)) async throws {
+        let readings = batch.series.reduce(0) { $0 + $1.readingCount }
+        let deadline = ContinuousClock.now + timeout
+        while held.withLockedValue({ $0 }) < readings {
+            guard ContinuousClock.now < deadline else {
+                throw TestSetupError("no credit for a \(readings)-reading batch within \(timeout) (holding \(held.withLockedValue { $0 }))")
+            }
+            guard try await next(timeout: deadline - .now) != nil else {
+                throw TestSetupError("connection closed while waiting for credit")
+            }
+        }
+        try await sendBatch(batch)
+    }
+
     // MARK: Receiving
 
     /// The next frame, nil once the server closed the connection. Credit frames are counted into `held` and
