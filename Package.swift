@@ -125,7 +125,9 @@ let package = Package(
         // Shared by the test targets: the private PostgreSQL that tools/test started, and helpers.
         .target(
             name: "SluiceTestSupport",
-            dependencies: ["CLibPQ", "SluiceProtocol"],
+            dependencies: [
+                "CLibPQ", "SluiceProtocol", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
             path: "Tests/SluiceTestSupport",
             swiftSettings: swiftSettings),
         .testTarget(

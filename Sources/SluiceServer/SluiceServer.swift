@@ -29,6 +29,7 @@ public final class SluiceServer: Service, Sendable {
         var coordinator: IngestCoordinator
         var pipeline: IngestPipeline
         var pipelineTask: Task<Void, Never>
+        var metrics: ServerMetrics
         var background: [Task<Void, Never>]
         var localPort: Int
         var httpPort: Int?
@@ -115,9 +116,14 @@ public final class SluiceServer: Service, Sendable {
             try? await group.shutdownGracefully()
             throw error
         }
+        // Blocking calls that slip onto an event loop or the cooperative pool show up as lag on /metrics and
+        // as a warning in the log.
+        let detector = StallDetector(
+            loops: Array(group.makeIterator()), logger: logger, factory: PrometheusMetricsFactory(registry: metricsRegistry))
+        background.append(Task { await detector.run() })
         let running = Running(
             group: group, listener: listener, http: http, pool: pool, coordinator: coordinator, pipeline: pipeline,
-            pipelineTask: pipelineTask, background: background, localPort: listener.localAddress?.port ?? 0,
+            pipelineTask: pipelineTask, metrics: metrics, background: background, localPort: listener.localAddress?.port ?? 0,
             httpPort: http?.localAddress?.port)
         phase.withLockedValue { $0 = .running(running) }
 
@@ -133,6 +139,40 @@ public final class SluiceServer: Service, Sendable {
                 "http": "\(running.httpPort.map { "\(configuration.httpHost ?? ""):\($0)" } ?? "off")",
                 "writers": "\(configuration.writerPool.writers)", "pipeline": "\(configuration.pipelineConcurrency)",
             ])
+    }
+
+    /// What systemd's watchdog and `STATUS=` line need to know.
+    public struct Liveness: Sendable {
+        /// Every event loop ran a task within the timeout and the ingest pipeline is still running.
+        public var responsive: Bool
+        public var connections: Int
+        public var readingsAccepted: Int
+        public var databaseReachable: Bool
+    }
+
+    /// Proves the server is alive rather than merely not dead: each event loop must run a task within
+    /// `timeout` (a blocked loop fails this), and the pipeline task must still be running. nil when not running.
+    public func liveness(timeout: Duration) async -> Liveness? {
+        guard let running = phase.withLockedValue({ p -> Running? in if case .running(let r) = p { r } else { nil } })
+        else { return nil }
+        let loops = Array(running.group.makeIterator())
+        let answered = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for loop in loops { _ = try? await loop.submit {}.get() }
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        let totals = running.metrics.snapshot
+        return Liveness(
+            responsive: answered && !running.pipelineTask.isCancelled, connections: totals.connections,
+            readingsAccepted: totals.readingsAccepted, databaseReachable: running.pool.stats.databaseReachable)
     }
 
     /// Replaces the token table (SIGHUP in `sluiced`). Sessions already open keep their scope.

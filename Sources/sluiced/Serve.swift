@@ -71,22 +71,32 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds a drain (SIGTERM) waits for the last acks. Default: 20")
     var drainTimeout: String?
 
-    @Option(help: "trace, debug, info, notice, warning, error, critical. Default: info")
+    @Option(help: "trace, debug, info, notice, warning, error, critical (SIGHUP reloads it). Default: info")
     var logLevel: String?
+
+    @Option(help: "text, or json for one JSON object per line (journald, Loki). Default: text")
+    var logFormat: String?
+
+    @Flag(help: "Validate the configuration, print the effective settings (secrets masked) and exit.")
+    var checkConfig = false
 
     func run() async throws {
         let settings = try location.settings(extra: [
             "listen": listen, "http": http, "database-url": databaseURL, "writers": writers, "pipeline": pipeline,
             "max-connections": maxConnections, "drain-timeout": drainTimeout, "log-level": logLevel,
+            "log-format": logFormat,
         ])
-        guard let level = Logger.Level(rawValue: settings["log-level"] ?? "info") else {
-            throw SettingsError("log-level \"\(settings["log-level"] ?? "")\" (from \(settings.origin("log-level"))) is not one of trace, debug, info, notice, warning, error, critical")
+        let level = try Self.logLevel(settings)
+        guard let format = LogFormat(rawValue: settings["log-format"] ?? "text") else {
+            throw SettingsError("log-format \"\(settings["log-format"] ?? "")\" (from \(settings.origin("log-format"))) is not text or json")
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        if checkConfig {
+            try Self.validate(settings)
+            print(settings.effectiveConfiguration())
+            print("# configuration OK")
+            return
         }
+        let sharedLevel = LogSetup.bootstrap(format: format, level: level)
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "sluiced")
@@ -118,7 +128,9 @@ struct Serve: AsyncParsableCommand {
         if let t = try settings.double("drain-timeout") { configuration.drainTimeout = t }
 
         let server = SluiceServer(configuration: configuration, logger: logger, metricsRegistry: registry)
-        let daemon = Daemon(server: server, tokenPath: tokenPath, logger: logger)
+        let daemon = Daemon(server: server, tokenPath: tokenPath, logLevel: sharedLevel, reloadSettings: {
+            try location.settings(extra: ["log-level": logLevel])
+        }, logger: logger)
         let group = ServiceGroup(
             services: [daemon], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
         do {
@@ -131,6 +143,26 @@ struct Serve: AsyncParsableCommand {
             logger.info("stopping embedded PostgreSQL")
             try await cluster.stop()
         }
+    }
+
+    static func logLevel(_ settings: Settings) throws -> Logger.Level {
+        guard let level = Logger.Level(rawValue: settings["log-level"] ?? "info") else {
+            throw SettingsError("log-level \"\(settings["log-level"] ?? "")\" (from \(settings.origin("log-level"))) is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        return level
+    }
+
+    /// Everything `--check-config` can check without starting anything: each value parses, and the token
+    /// file (if there is one) can be read.
+    static func validate(_ settings: Settings) throws {
+        guard try settings.address("listen") != nil else { throw SettingsError("listen cannot be \"off\"") }
+        _ = try settings.address("http")
+        _ = try settings.int("writers", range: 1...64)
+        _ = try settings.int("pipeline", range: 1...256)
+        _ = try settings.int("max-connections", range: 1...1_000_000)
+        _ = try settings.double("drain-timeout")
+        _ = try logLevel(settings)
+        _ = try TokenFile.load(LocationOptions.tokenPath(settings))
     }
 
     /// The embedded cluster keeps its port across restarts (in `<state-dir>/postgres.port`), so a cluster
@@ -147,10 +179,13 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-/// The server as the service group runs it: start, announce, reload tokens on SIGHUP, drain on SIGTERM.
+/// The server as the service group runs it: start, tell systemd, reload on SIGHUP, drain on SIGTERM.
 struct Daemon: Service {
     let server: SluiceServer
     let tokenPath: String
+    let logLevel: SharedLogLevel
+    /// Re-reads flags, environment and config file, for SIGHUP.
+    let reloadSettings: @Sendable () throws -> Settings
     let logger: Logger
 
     func run() async throws {
@@ -162,24 +197,28 @@ struct Daemon: Service {
         FileHandle.standardError.write(Data("sluiced: listening on \(listen)\n".utf8))
         // Type=notify: ready once listening with the database reachable (start() connected and migrated).
         systemd.notify("READY=1\nSTATUS=listening on \(listen)")
-        let watchdog = Task { [server] in
-            guard let interval = SystemdNotifier.watchdogInterval(environment: environment) else { return }
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval / 2)
-                // Only ping while the server answers: a wedged process should be restarted by systemd.
-                if server.localPort > 0 { systemd.notify("WATCHDOG=1") }
-            }
+        let watchdog = Task { [server, logger] in
+            await Self.superviseForSystemd(server: server, systemd: systemd, environment: environment, logger: logger)
         }
         if let port = server.httpPort {
             logger.info("status and metrics", metadata: ["url": "http://\(server.configuration.httpHost ?? ""):\(port)/status"])
         }
-        let reloader = Task { [server, tokenPath, logger] in
+        let reloader = Task { [server, tokenPath, logger, logLevel, reloadSettings] in
             for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                systemd.notify("RELOADING=1\nSTATUS=reloading tokens and log level")
                 do {
-                    server.reloadTokens(try TokenFile.load(tokenPath))
+                    let settings = try reloadSettings()
+                    let level = try Serve.logLevel(settings)
+                    let tokens = try TokenFile.load(tokenPath)
+                    server.reloadTokens(tokens)
+                    if level != logLevel.level {
+                        logger.notice("log level changed", metadata: ["from": "\(logLevel.level)", "to": "\(level)"])
+                        logLevel.level = level
+                    }
                 } catch {
-                    logger.error("token reload failed; keeping the current tokens", metadata: ["error": "\(error)"])
+                    logger.error("reload failed; keeping the current tokens and log level", metadata: ["error": "\(error)"])
                 }
+                systemd.notify("READY=1\nSTATUS=listening on \(listen)")
             }
         }
         try? await gracefulShutdown()
@@ -187,5 +226,37 @@ struct Daemon: Service {
         reloader.cancel()
         watchdog.cancel()
         await server.shutdown()
+    }
+
+    /// Every few seconds: a `STATUS=` line with connections and readings/s, and — when systemd's watchdog is
+    /// on — `WATCHDOG=1` at half its interval, but only after the server proved it is alive (every event loop
+    /// answered and the pipeline runs). A wedged daemon stops pinging, and systemd restarts it.
+    static func superviseForSystemd(
+        server: SluiceServer, systemd: SystemdNotifier, environment: [String: String], logger: Logger
+    ) async {
+        guard systemd.isEnabled else { return }
+        let watchdog = SystemdNotifier.watchdogInterval(environment: environment)
+        let period = min(watchdog.map { $0 / 2 } ?? .seconds(5), .seconds(5))
+        let clock = ContinuousClock()
+        var last = (at: clock.now, readings: 0)
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: period) } catch { return }
+            guard let live = await server.liveness(timeout: period / 2) else { return }
+            let now = clock.now
+            let elapsed = now - last.at
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let rate = seconds > 0 ? Double(live.readingsAccepted - last.readings) / seconds : 0
+            last = (now, live.readingsAccepted)
+            let database = live.databaseReachable ? "" : ", database unreachable"
+            var message = "STATUS=\(live.connections) connections, \(Int(rate.rounded())) readings/s\(database)"
+            if watchdog != nil {
+                if live.responsive {
+                    message += "\nWATCHDOG=1"
+                } else {
+                    logger.error("not pinging the systemd watchdog: an event loop or the pipeline did not answer in time")
+                }
+            }
+            systemd.notify(message)
+        }
     }
 }

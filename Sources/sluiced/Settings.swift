@@ -16,6 +16,7 @@ struct Settings {
         ("max-connections", "10000", "connections accepted at once"),
         ("drain-timeout", "20", "seconds SIGTERM waits for the last acks before closing connections"),
         ("log-level", "info", "trace, debug, info, notice, warning, error or critical"),
+        ("log-format", "text", "text (one line per event) or json (one object per line, for journald/Loki)"),
     ]
 
     private var values: [String: String] = [:]
@@ -107,4 +108,31 @@ struct Settings {
 struct SettingsError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+extension Settings {
+    /// The effective configuration, one `name = value  # origin` line per setting, with the password of
+    /// `database-url` masked: what `sluiced --check-config` prints.
+    func effectiveConfiguration() -> String {
+        Self.known.map { entry in
+            let value = self[entry.name].map { entry.name == "database-url" ? Self.maskPassword($0) : $0 }
+            let shown = value ?? "(unset: \(entry.help))"
+            return "\(entry.name) = \(shown)  # \(origin(entry.name))"
+        }.joined(separator: "\n")
+    }
+
+    /// `postgresql://user:secret@host/db` → `postgresql://user:*****@host/db`; also `password=…` keywords.
+    static func maskPassword(_ url: String) -> String {
+        var masked = url
+        if let scheme = masked.range(of: "://"), let at = masked[scheme.upperBound...].firstIndex(of: "@") {
+            let credentials = masked[scheme.upperBound..<at]
+            if let colon = credentials.firstIndex(of: ":") {
+                masked.replaceSubrange(masked.index(after: colon)..<at, with: "*****")
+            }
+        }
+        if let range = masked.range(of: #"password=[^ &]*"#, options: .regularExpression) {
+            masked.replaceSubrange(range, with: "password=*****")
+        }
+        return masked
+    }
 }

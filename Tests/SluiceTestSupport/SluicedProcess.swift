@@ -1,17 +1,15 @@
-// Copied from Tests/SluiceServerTests (test targets cannot share non-public helpers); keep in step.
 import Foundation
 import NIOConcurrencyHelpers
-import SluiceTestSupport
 
 /// The real `sluiced` executable (from `$SLUICE_BIN_DIR`) as a child process, for tests that signal it.
-final class SluicedProcess: Sendable {
+public final class SluicedProcess: Sendable {
     private let process: Process
     private let stderr = NIOLockedValueBox("")
     private let stdout = NIOLockedValueBox("")
     private let exitStatus = NIOLockedValueBox<Int32?>(nil)
 
     /// Starts `sluiced` with `arguments` and waits for its `sluiced: listening on 127.0.0.1:PORT` line.
-    static func start(_ arguments: [String], environment: [String: String] = [:]) async throws -> (SluicedProcess, port: Int) {
+    public static func start(_ arguments: [String], environment: [String: String] = [:]) async throws -> (SluicedProcess, port: Int) {
         let me = try launch(arguments, environment: environment)
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
@@ -32,7 +30,7 @@ final class SluicedProcess: Sendable {
     }
 
     /// Starts `sluiced` with `arguments` (and extra environment variables) without waiting for anything.
-    static func launch(_ arguments: [String], environment: [String: String] = [:]) throws -> SluicedProcess {
+    public static func launch(_ arguments: [String], environment: [String: String] = [:]) throws -> SluicedProcess {
         guard let binDir = ProcessInfo.processInfo.environment["SLUICE_BIN_DIR"] else {
             throw TestSetupError("SLUICE_BIN_DIR is not set: run the suite with tools/test, which builds sluiced")
         }
@@ -64,16 +62,16 @@ final class SluicedProcess: Sendable {
         self.process = process
     }
 
-    var log: String { stderr.withLockedValue { $0 } }
-    var output: String { stdout.withLockedValue { $0 } }
-    var pid: Int32 { process.processIdentifier }
+    public var log: String { stderr.withLockedValue { $0 } }
+    public var output: String { stdout.withLockedValue { $0 } }
+    public var pid: Int32 { process.processIdentifier }
 
-    func signal(_ signal: Int32) {
+    public func signal(_ signal: Int32) {
         Foundation.kill(process.processIdentifier, signal)
     }
 
     /// The exit status once the process ended, waiting up to `timeout`.
-    func waitForExit(timeout: Duration = .seconds(30)) async throws -> Int32 {
+    public func waitForExit(timeout: Duration = .seconds(30)) async throws -> Int32 {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let status = exitStatus.withLockedValue({ $0 }) { return status }
@@ -83,7 +81,7 @@ final class SluicedProcess: Sendable {
     }
 
     /// Last resort, so a failing test leaves nothing running.
-    func kill() {
+    public func kill() {
         if exitStatus.withLockedValue({ $0 }) == nil { Foundation.kill(process.processIdentifier, SIGKILL) }
     }
 }
