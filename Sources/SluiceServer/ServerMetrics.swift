@@ -110,8 +110,15 @@ final class ServerMetrics: Sendable {
         totals.withLockedValue { $0.batchesRejected += 1 }
     }
 
-    func errorSent() {
+    /// Counts an `Error` frame, also by status code (`sluice_errors_sent_by_code_total{code="PROTOCOL_ERROR"}`),
+    /// so a dashboard tells a wave of bad frames from a wave of bad tokens.
+    func errorSent(code: String) {
         errorsSent.increment()
+        registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                metricName: "sluice_errors_sent_by_code_total", unitName: "", helpText: "Error frames sent, by status code"),
+            labels: [("code", code)]
+        ).increment()
     }
 
     func granted(_ readings: Int) {

@@ -282,7 +282,7 @@ final class SessionHandler: ChannelInboundHandler {
             ping.nonce = nonce
             send(ServerFrame(.ping(ping)))
         case .sendError(let error, let seq, let closing):
-            server.coordinator.metrics.errorSent()
+            server.coordinator.metrics.errorSent(code: error.code.name)
             var meta: Logger.Metadata = ["code": "\(error.code.name)", "error": "\(error.message)"]
             if seq != 0 { meta["seq"] = "\(seq)" }
             if closing {

@@ -56,7 +56,11 @@ import Testing
             #expect(json[key] is NSNumber, "\(key)")
         }
 
+        // An HTTP request on the ingest port is a wrong preface: counted by status code.
+        _ = try? await get("/", port: server.port)
         let (metricsStatus, metrics) = try await get("/metrics", port: httpPort)
+        #expect(metrics.contains("sluice_errors_sent_by_code_total{code=\"PROTOCOL_ERROR\"} 1"), "\(metrics)")
+        #expect(metrics.contains("sluice_event_loop_lag_seconds"), "stall detector exported")
         #expect(metricsStatus == "HTTP/1.1 200 OK")
         #expect(metrics.contains("sluice_batches_total{outcome=\"accepted\"} 2"))
         #expect(metrics.contains("sluice_readings_total{outcome=\"accepted\"} 100"))
