@@ -31,7 +31,7 @@ import Testing
 
         let (daemon, port) = try await SluicedProcess.start([
             "--listen", "127.0.0.1:0", "--http", "off", "--database-url", url, "--token-file", dir + "/tokens",
-            "--log-level", "error", "--state-dir", dir,
+            "--log-level", "error", "--state-dir", dir, "--max-connections", "\(Self.idleConnections + 1_000)",
         ])
         defer { daemon.kill() }
         let memory = PeakMemory(pid: daemon.pid)
@@ -39,12 +39,19 @@ import Testing
         // Baseline: the healthy client alone.
         let batches = 300
         let size = 500
+        let cpuStart = memory.cpuSeconds()
         let quiet = try await HealthyStream.run(port: port, producer: 1, token: healthyToken, device: "healthy.quiet", batches: batches, size: size)
         let rssBefore = memory.sample()
+        let cpuQuiet = memory.cpuSeconds() - cpuStart
 
         // The attack, then the healthy client again while it goes on.
         let attack = HostileCrowd(port: port, idle: Self.idleConnections, token: healthyToken, scopedToken: scopedToken, seed: 9)
+        let openStart = ContinuousClock.now
         try await attack.openIdle()
+        let openTime = ContinuousClock.now - openStart
+        if let settle = ProcessInfo.processInfo.environment["SLUICE_CHAOS_SETTLE"].flatMap(Double.init) {
+            try await Task.sleep(for: .seconds(settle))
+        }
         let attackers = Task { try await attack.misbehave() }
         let sampler = Task {
             while !Task.isCancelled {
@@ -52,8 +59,10 @@ import Testing
                 try? await Task.sleep(for: .milliseconds(50))
             }
         }
+        let cpuAttackStart = memory.cpuSeconds()
         let attacked = try await HealthyStream.run(
             port: port, producer: 2, token: healthyToken, device: "healthy.attacked", batches: batches, size: size)
+        let cpuAttacked = memory.cpuSeconds() - cpuAttackStart
         let outcomes = try await attackers.value
         sampler.cancel()
         memory.sample()
@@ -77,10 +86,11 @@ import Testing
         let peakMiB = Double(memory.peakKiB) / 1024
         let ratio = attacked.readingsPerSecond / quiet.readingsPerSecond
         print(
-            "chaos: hostile clients: \(Self.idleConnections) idle connections + \(outcomes.summary); "
+            "chaos: hostile clients: \(Self.idleConnections) idle connections (opened in \(openTime)) + \(outcomes.summary); "
                 + "sluiced peak RSS (VmHWM) \(String(format: "%.1f", peakMiB)) MiB (before the attack \(String(format: "%.1f", Double(rssBefore) / 1024)) MiB); "
                 + "healthy throughput \(Int(quiet.readingsPerSecond)) readings/s alone, \(Int(attacked.readingsPerSecond)) under attack "
-                + "(\(Int(ratio * 100))%); lost 0, duplicated 0 of \(2 * batches * size)")
+                + "(\(Int(ratio * 100))%); sluiced CPU while the healthy client streamed: \(String(format: "%.2f", cpuQuiet)) s alone, "
+                + "\(String(format: "%.2f", cpuAttacked)) s under attack; lost 0, duplicated 0 of \(2 * batches * size)")
         #expect(peakMiB < 256, "sluiced peak RSS \(peakMiB) MiB above the 256 MiB bar")
     }
 }
@@ -103,6 +113,17 @@ final class PeakMemory: Sendable {
     }
 
     var peakKiB: Int { peak.withLockedValue { $0 } }
+
+    /// User + system CPU seconds the process has used so far (from /proc/PID/stat).
+    func cpuSeconds() -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return 0 }
+        // Fields after the command name: state is field 3; utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
 }
 
 /// A well-behaved producer: keeps as many batches in flight as its credit allows and waits for every ack.
