@@ -96,6 +96,24 @@ import Testing
         #expect(flow.outstanding <= 1_000_000)
     }
 
+    @Test func connectionOpenedWhileCreditIsWithheldGetsItsWholeFirstWindowWhenGrantingResumes() {
+        var flow = defaultController()
+        _ = flow.observe(queueDepth: 700_000, commitLatencyP99: 0.01)
+        #expect(flow.open(1) == 0)
+        #expect(flow.observe(queueDepth: 0, commitLatencyP99: 0.01) == [Grant(connection: 1, readings: 16_384)])
+    }
+
+    @Test func sessionTakingOverABusyProducerGetsAFullFirstWindow() {
+        var flow = defaultController()
+        _ = flow.open(1)
+        for _ in 0..<10 { _ = flow.batchReceived(1, readings: 200) }
+        _ = flow.finished(1, readings: 600)
+        #expect(flow.open(2) == 16_384)
+        _ = flow.close(1)
+        _ = flow.finished(1, readings: 1_400)
+        #expect(flow.ledger(2)!.held == 16_384)
+    }
+
     @Test func trickleProducerDoesNotGrowItsWindow() {
         var flow = defaultController()
         _ = flow.open(1)
