@@ -196,8 +196,8 @@ import Testing
         defer { Task { await server.stop() } }
         let client = try await RawClient.connect(port: server.port)
         try await client.handshake(producer: producerID(24))
-        // Read nothing (so no Pong goes back) until the server gives up.
-        try await Task.sleep(for: .milliseconds(1_800))
+        // Read nothing (so no Pong goes back) until the server gives up (3 intervals of 1 s).
+        try await Task.sleep(for: .milliseconds(4_500))
         var frames: [ServerFrame] = []
         while case .frame(let f) = client.rawTake() { frames.append(f) }
         #expect(frames.contains { if case .ping = $0.kind { true } else { false } }, "the server pinged first")
@@ -211,7 +211,7 @@ import Testing
         defer { Task { await server.stop() } }
         let client = try await RawClient.connect(port: server.port)
         try await client.handshake(producer: producerID(25))
-        let until = ContinuousClock.now + .milliseconds(2_000)
+        let until = ContinuousClock.now + .milliseconds(4_000)  // past the 3 s a silent peer gets
         while ContinuousClock.now < until {
             _ = try? await client.next(timeout: .milliseconds(100))  // answers Pings
         }
