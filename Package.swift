@@ -126,7 +126,11 @@ let package = Package(
         .target(
             name: "SluiceTestSupport",
             dependencies: [
-                "CLibPQ", "SluiceProtocol", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                "CLibPQ", "SluiceProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/SluiceTestSupport",
             swiftSettings: swiftSettings),

@@ -4,26 +4,25 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SluiceProtocol
-import SluiceTestSupport
 
 /// A bare protocol client for tests, built on the wire module only: it can speak sluice correctly, and it
 /// can send any bytes at all (wrong prefaces, reserved bits, bombs). Frames the server sends are collected
 /// and read back with `next(timeout:)`.
-final class RawClient: Sendable {
+public final class RawClient: Sendable {
     private let channel: any Channel
     private let inbox: FrameInbox
     /// Credit held, as this client counts it: Welcome's window plus every Credit read, minus readings sent.
-    let held = NIOLockedValueBox(0)
+    public let held = NIOLockedValueBox(0)
     /// Every Ack and Error read so far (by `next`, whoever called it), by seq.
-    let seenAcks = NIOLockedValueBox<[UInt64: Ack]>([:])
-    let seenErrors = NIOLockedValueBox<[ErrorFrame]>([])
+    public let seenAcks = NIOLockedValueBox<[UInt64: Ack]>([:])
+    public let seenErrors = NIOLockedValueBox<[ErrorFrame]>([])
 
     private init(channel: any Channel, inbox: FrameInbox) {
         self.channel = channel
         self.inbox = inbox
     }
 
-    static func connect(port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> RawClient {
+    public static func connect(port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> RawClient {
         let inbox = FrameInbox()
         let channel = try await ClientBootstrap(group: group)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
@@ -42,23 +41,23 @@ final class RawClient: Sendable {
 
     // MARK: Sending
 
-    func sendBytes(_ bytes: [UInt8]) async throws {
+    public func sendBytes(_ bytes: [UInt8]) async throws {
         try await channel.writeAndFlush(channel.allocator.buffer(bytes: bytes))
     }
 
-    func sendPreface() async throws {
+    public func sendPreface() async throws {
         try await sendBytes(sluicePreface)
     }
 
     /// Sends `frame` as one wire frame, zstd-compressed when asked.
-    func send(_ frame: ClientFrame, compressed: Bool = false) async throws {
+    public func send(_ frame: ClientFrame, compressed: Bool = false) async throws {
         var buffer = channel.allocator.buffer(capacity: 256)
         try FramePayload.encode(frame, into: &buffer, compressor: compressed ? ZstdCompressor() : nil, compressAbove: 0)
         try await channel.writeAndFlush(buffer)
     }
 
     /// Sends `payload` under a hand-made prefix.
-    func sendRawFrame(flags: UInt8, payload: [UInt8], declaredLength: UInt32? = nil) async throws {
+    public func sendRawFrame(flags: UInt8, payload: [UInt8], declaredLength: UInt32? = nil) async throws {
         var buffer = channel.allocator.buffer(capacity: payload.count + 5)
         buffer.writeInteger(flags)
         buffer.writeInteger(declaredLength ?? UInt32(payload.count), endianness: .big)
@@ -68,7 +67,7 @@ final class RawClient: Sendable {
 
     /// Preface + Hello; returns the Welcome (or throws with whatever the server sent instead).
     @discardableResult
-    func handshake(producer: [UInt8], token: String = "", version: UInt32 = 1) async throws -> Welcome {
+    public func handshake(producer: [UInt8], token: String = "", version: UInt32 = 1) async throws -> Welcome {
         try await sendPreface()
         try await send(ClientFrame(.hello(Self.hello(producer: producer, token: token, version: version))))
         let frame = try await next()
@@ -79,7 +78,7 @@ final class RawClient: Sendable {
         return welcome
     }
 
-    static func hello(producer: [UInt8], token: String = "", version: UInt32 = 1) -> Hello {
+    public static func hello(producer: [UInt8], token: String = "", version: UInt32 = 1) -> Hello {
         var hello = Hello()
         hello.protocolVersion = version
         hello.producerID = Data(producer)
@@ -90,13 +89,13 @@ final class RawClient: Sendable {
     }
 
     /// Sends a batch and charges its readings to `held`.
-    func sendBatch(_ batch: Batch, compressed: Bool = false) async throws {
+    public func sendBatch(_ batch: Batch, compressed: Bool = false) async throws {
         held.withLockedValue { $0 -= batch.series.reduce(0) { $0 + $1.readingCount } }
         try await send(ClientFrame(.batch(batch)), compressed: compressed)
     }
 
     /// Waits (reading frames) until the credit held covers `batch`, then sends it, as a well-behaved client does.
-    func sendBatchWhenCredit(_ batch: Batch, timeout: Duration = .seconds(20)) async throws {
+    public func sendBatchWhenCredit(_ batch: Batch, timeout: Duration = .seconds(20)) async throws {
         let readings = batch.series.reduce(0) { $0 + $1.readingCount }
         let deadline = ContinuousClock.now + timeout
         while held.withLockedValue({ $0 }) < readings {
@@ -114,7 +113,7 @@ final class RawClient: Sendable {
 
     /// The next frame, nil once the server closed the connection. Credit frames are counted into `held` and
     /// passed on like any other; Pings are answered.
-    func next(timeout: Duration = .seconds(10), answeringPings: Bool = true) async throws -> ServerFrame? {
+    public func next(timeout: Duration = .seconds(10), answeringPings: Bool = true) async throws -> ServerFrame? {
         let deadline = ContinuousClock.now + timeout
         while true {
             switch inbox.take() {
@@ -138,7 +137,7 @@ final class RawClient: Sendable {
     }
 
     /// Reads until the frame `match` accepts, returning it and everything skipped over.
-    func read(until match: (ServerFrame) -> Bool, timeout: Duration = .seconds(15)) async throws -> (ServerFrame?, [ServerFrame]) {
+    public func read(until match: (ServerFrame) -> Bool, timeout: Duration = .seconds(15)) async throws -> (ServerFrame?, [ServerFrame]) {
         var skipped: [ServerFrame] = []
         while let frame = try await next(timeout: timeout) {
             if match(frame) { return (frame, skipped) }
@@ -149,7 +148,7 @@ final class RawClient: Sendable {
 
     /// Reads until every seq in `seqs` is acked (acks read earlier count too); throws on an Error frame that
     /// closes the connection or concerns one of `seqs`.
-    func acks(for seqs: Set<UInt64>, timeout: Duration = .seconds(20)) async throws -> [UInt64: Ack] {
+    public func acks(for seqs: Set<UInt64>, timeout: Duration = .seconds(20)) async throws -> [UInt64: Ack] {
         while true {
             let acks = seenAcks.withLockedValue { all in all.filter { seqs.contains($0.key) } }
             if acks.count == seqs.count { return acks }
@@ -164,7 +163,7 @@ final class RawClient: Sendable {
 
     /// Waits until the server closes the connection (at most `timeout` in all), returning the frames it
     /// sent meanwhile.
-    func framesUntilClosed(timeout: Duration = .seconds(10), answeringPings: Bool = true) async throws -> [ServerFrame] {
+    public func framesUntilClosed(timeout: Duration = .seconds(10), answeringPings: Bool = true) async throws -> [ServerFrame] {
         let deadline = ContinuousClock.now + timeout
         var frames: [ServerFrame] = []
         while let frame = try await next(timeout: deadline - .now, answeringPings: answeringPings) {
@@ -173,24 +172,24 @@ final class RawClient: Sendable {
         return frames
     }
 
-    var isOpen: Bool { channel.isActive }
+    public var isOpen: Bool { channel.isActive }
 
     /// Takes a received frame without answering Pings (to play a dead peer).
-    func rawTake() -> FrameInbox.Item { inbox.take() }
+    public func rawTake() -> FrameInbox.Item { inbox.take() }
 
-    func close() async {
+    public func close() async {
         try? await channel.close()
     }
 }
 
 /// Frames received, shared between the channel handler and the test.
-final class FrameInbox: Sendable {
-    enum Item { case frame(ServerFrame), closed, empty }
+public final class FrameInbox: Sendable {
+    public enum Item { case frame(ServerFrame), closed, empty }
     private let state = NIOLockedValueBox<(frames: [ServerFrame], closed: Bool)>(([], false))
 
-    func push(_ frame: ServerFrame) { state.withLockedValue { $0.frames.append(frame) } }
-    func close() { state.withLockedValue { $0.closed = true } }
-    func take() -> Item {
+    public func push(_ frame: ServerFrame) { state.withLockedValue { $0.frames.append(frame) } }
+    public func close() { state.withLockedValue { $0.closed = true } }
+    public func take() -> Item {
         state.withLockedValue { s in
             if !s.frames.isEmpty { return .frame(s.frames.removeFirst()) }
             return s.closed ? .closed : .empty
@@ -198,23 +197,23 @@ final class FrameInbox: Sendable {
     }
 }
 
-final class FrameCollector: ChannelInboundHandler, Sendable {
-    typealias InboundIn = ServerFrame
-    let inbox: FrameInbox
-    init(inbox: FrameInbox) { self.inbox = inbox }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { inbox.push(unwrapInboundIn(data)) }
-    func channelInactive(context: ChannelHandlerContext) { inbox.close() }
-    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+public final class FrameCollector: ChannelInboundHandler, Sendable {
+    public typealias InboundIn = ServerFrame
+    public let inbox: FrameInbox
+    public init(inbox: FrameInbox) { self.inbox = inbox }
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) { inbox.push(unwrapInboundIn(data)) }
+    public func channelInactive(context: ChannelHandlerContext) { inbox.close() }
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
 }
 
 // MARK: - Building batches
 
-enum Readings {
+public enum Readings {
     /// Now, in Unix microseconds.
-    static var nowMicros: Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
+    public static var nowMicros: Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
 
     /// A batch of `count` good readings of one device, at distinct times within the last minute.
-    static func batch(seq: UInt64, device: String = "dev-1", metric: String = "temp", count: Int, base: Int64? = nil)
+    public static func batch(seq: UInt64, device: String = "dev-1", metric: String = "temp", count: Int, base: Int64? = nil)
         -> Batch
     {
         let start = base ?? (nowMicros - 3_600_000_000)
@@ -229,7 +228,7 @@ enum Readings {
         return batch
     }
 
-    static func batch(seq: UInt64, series: [Series]) -> Batch {
+    public static func batch(seq: UInt64, series: [Series]) -> Batch {
         var batch = Batch()
         batch.seq = seq
         batch.series = series
@@ -237,6 +236,6 @@ enum Readings {
     }
 }
 
-func producerID(_ n: UInt8) -> [UInt8] {
+public func producerID(_ n: UInt8) -> [UInt8] {
     (0..<16).map { $0 == 15 ? n : UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
 }
