@@ -105,6 +105,9 @@ public struct FlowController: Sendable {
     /// Connections open.
     public var connections: Int { ledgers.count }
 
+    /// Connections left short of their share, waiting for budget to free up.
+    public var waitingConnections: Int { waiting.count }
+
     /// The ledger of `connection`, if open.
     public func ledger(_ connection: ConnectionID) -> CreditLedger? { ledgers[connection] }
 

@@ -131,11 +131,11 @@ final class IngestCoordinator: Sendable {
 
     /// Feeds the writer pool's signals to the flow controller (called a few times a second).
     func observe(_ stats: WriterPoolStats) {
-        let (grants, held, inFlight, withheld) = state.withLockedValue { s in
+        let (grants, held, inFlight, withheld, waiting) = state.withLockedValue { s in
             let grants = s.flow.observe(queueDepth: stats.queuedReadings, commitLatencyP99: stats.commitLatencyP99Seconds)
-            return (grants, s.flow.creditHeld, s.flow.outstanding, s.flow.withholding != nil)
+            return (grants, s.flow.creditHeld, s.flow.outstanding, s.flow.withholding != nil, s.flow.waitingConnections)
         }
-        metrics.observe(stats: stats, creditHeld: held, inFlight: inFlight, withheld: withheld)
+        metrics.observe(stats: stats, creditHeld: held, inFlight: inFlight, withheld: withheld, waiting: waiting)
         send(grants)
     }
 

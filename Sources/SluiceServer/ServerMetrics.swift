@@ -41,6 +41,7 @@ final class ServerMetrics: Sendable {
     private let reconnects: Counter
     private let databaseUp: Gauge
     private let creditWithheld: Gauge
+    private let creditWaiting: Gauge
     private let errorsSent: Counter
 
     init(registry: PrometheusCollectorRegistry) {
@@ -70,6 +71,7 @@ final class ServerMetrics: Sendable {
         writerErrors = registry.makeCounter(descriptor: describe("sluice_writer_errors_total", "Failed writer transactions and connection attempts"))
         reconnects = registry.makeCounter(descriptor: describe("sluice_writer_reconnects_total", "Writer reconnections"))
         databaseUp = registry.makeGauge(descriptor: describe("sluice_database_up", "1 while PostgreSQL is reachable"))
+        creditWaiting = registry.makeGauge(descriptor: describe("sluice_credit_waiting_connections", "Connections left short of their share, waiting for budget"))
         creditWithheld = registry.makeGauge(descriptor: describe("sluice_credit_withheld", "1 while credit is withheld (queue or latency above target)"))
         errorsSent = registry.makeCounter(descriptor: describe("sluice_errors_sent_total", "Error frames sent to clients"))
     }
@@ -126,8 +128,9 @@ final class ServerMetrics: Sendable {
     }
 
     /// Called by the coordinator's periodic look at the pool and the flow controller.
-    func observe(stats: WriterPoolStats, creditHeld held: Int, inFlight: Int, withheld: Bool) {
+    func observe(stats: WriterPoolStats, creditHeld held: Int, inFlight: Int, withheld: Bool, waiting: Int) {
         creditHeld.set(Double(held))
+        creditWaiting.set(Double(waiting))
         readingsInFlight.set(Double(inFlight))
         queueDepth.set(Double(stats.queuedReadings))
         commitLatencyP99.set(stats.commitLatencyP99Seconds)

@@ -61,6 +61,7 @@ import Testing
         let (metricsStatus, metrics) = try await get("/metrics", port: httpPort)
         #expect(metrics.contains("sluice_errors_sent_by_code_total{code=\"PROTOCOL_ERROR\"} 1"), "\(metrics)")
         #expect(metrics.contains("sluice_event_loop_lag_seconds"), "stall detector exported")
+        #expect(metrics.contains("sluice_credit_waiting_connections 0"))
         #expect(metricsStatus == "HTTP/1.1 200 OK")
         #expect(metrics.contains("sluice_batches_total{outcome=\"accepted\"} 2"))
         #expect(metrics.contains("sluice_readings_total{outcome=\"accepted\"} 100"))
