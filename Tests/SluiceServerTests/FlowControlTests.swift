@@ -94,17 +94,24 @@ import Testing
 
         let slow = try await RawClient.connect(port: server.port)
         try await slow.handshake(producer: producerID(41))
+        // Like every real client, the slow producer sends what its credit covers (a newcomer's first window
+        // can be small while the fast one holds the budget; it grows as the newcomer uses it).
         var longestWait = Duration.zero
-        for seq in 1...10 as ClosedRange<UInt64> {
+        var slowSent = 0
+        var seq: UInt64 = 0
+        while slowSent < 1_000 {
             let began = ContinuousClock.now
-            while slow.held.withLockedValue({ $0 }) < 100 {
+            while slow.held.withLockedValue({ $0 }) < 1 {
                 _ = try await slow.next(timeout: .seconds(5))
             }
             longestWait = max(longestWait, .now - began)
-            try await slow.sendBatch(Readings.batch(seq: seq, device: "slow", count: 100))
+            let count = min(slow.held.withLockedValue { $0 }, 100, 1_000 - slowSent)
+            seq += 1
+            try await slow.sendBatch(Readings.batch(seq: seq, device: "slow", count: count))
+            slowSent += count
             try await Task.sleep(for: .milliseconds(50))
         }
-        _ = try await slow.acks(for: Set(1...10))
+        _ = try await slow.acks(for: Set(1...seq))
         stop.set()
         let fastBatches = try await fastTask.value
         #expect(longestWait < .seconds(2), "the slow producer waited \(longestWait) for credit")
