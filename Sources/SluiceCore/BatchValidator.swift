@@ -19,24 +19,9 @@ public struct ValidationPolicy: Sendable, Equatable {
     }
 }
 
-/// The readings of one series that passed validation, expanded to absolute times and raw values.
-public struct AcceptedSeries: Sendable, Equatable {
-    public var deviceID: String
-    public var metric: String
-    /// Unix microseconds.
-    public var times: [Int64]
-    public var values: [Double]
-    /// Empty = all 0 (good).
-    public var quality: [UInt32]
-
-    public init(deviceID: String, metric: String, times: [Int64], values: [Double], quality: [UInt32]) {
-        self.deviceID = deviceID
-        self.metric = metric
-        self.times = times
-        self.values = values
-        self.quality = quality
-    }
-}
+/// The readings of one series that passed validation, expanded to absolute times and raw values: the same
+/// shape `Series.expand` produces, so validation filters that value instead of copying it into another type.
+public typealias AcceptedSeries = ExpandedSeries
 
 /// One reading that failed validation: it goes to the dead-letter table with its reason.
 public struct RejectedReading: Sendable, Equatable {
