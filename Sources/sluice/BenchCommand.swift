@@ -114,10 +114,12 @@ struct BenchCommand: AsyncParsableCommand {
         await Console.shared.endProgress()
 
         var latency = LatencyHistogram()
+        var transmitLatency = LatencyHistogram()
         var stats: [ClientStats] = []
         var problems: [String] = []
         for r in results {
             latency.merge(r.latency)
+            transmitLatency.merge(r.transmitLatency)
             stats.append(r.stats)
             if let p = r.problem { problems.append(p) }
         }
@@ -127,7 +129,7 @@ struct BenchCommand: AsyncParsableCommand {
             readings: stats.reduce(0) { $0 + $1.readingsAcked }, batches: stats.reduce(0) { $0 + $1.batchesAcked },
             unacked: stats.reduce(0) { $0 + $1.readingsOutstanding },
             rejected: stats.reduce(0) { $0 + $1.readingsRejected + $1.readingsInRejectedBatches },
-            latency: latency, creditWaitSeconds: stats.reduce(0) { $0 + $1.creditWaitSeconds },
+            latency: latency, transmitLatency: transmitLatency, creditWaitSeconds: stats.reduce(0) { $0 + $1.creditWaitSeconds },
             creditWaits: stats.reduce(0) { $0 + $1.creditWaits },
             wireBytes: stats.reduce(0) { $0 + $1.batchWireBytes }, wireReadings: stats.reduce(0) { $0 + $1.batchWireReadings },
             reconnects: stats.reduce(0) { $0 + $1.reconnects })
@@ -150,6 +152,9 @@ final class BenchTally: Sendable {
 
 struct WorkerResult: Sendable {
     var latency: LatencyHistogram
+    /// From each batch's first transmission to its ack: the server's share of `latency`, without the time a
+    /// batch waited in the client (for credit, or behind earlier batches).
+    var transmitLatency: LatencyHistogram
     var stats: ClientStats
     var problem: String?
 }
@@ -200,11 +205,13 @@ struct BenchWorker: Sendable {
         // One consumer per stream: this loop in closed loop, `ackTask` in open loop.
         var events = openLoop ? nil : client.events.makeAsyncIterator()
         var latency = LatencyHistogram()
+        var transmitLatency = LatencyHistogram()
         var outstanding = 0
         func handle(_ event: ClientEvent) {
             switch event {
             case .acked(let ack):
-                latency.record(openLoop ? ack.sinceEnqueued : (ack.latency ?? ack.sinceEnqueued))
+                latency.record(ack.latency ?? ack.sinceEnqueued)
+                transmitLatency.record(ack.latency ?? ack.sinceEnqueued)
                 tally.readings.add(ack.readings, ordering: .relaxed)
                 tally.batches.add(1, ordering: .relaxed)
                 outstanding -= ack.readings
@@ -215,17 +222,19 @@ struct BenchWorker: Sendable {
             }
         }
         // Open loop: acks are taken by a task of their own, so sending keeps to its schedule.
-        let ackTask: Task<LatencyHistogram, Never>? =
+        let ackTask: Task<(LatencyHistogram, LatencyHistogram), Never>? =
             openLoop
             ? Task { [client, tally] in
                 var latency = LatencyHistogram()
+                var transmitLatency = LatencyHistogram()
                 for await event in client.events {
                     guard case .acked(let ack) = event else { continue }
                     latency.record(ack.sinceEnqueued)
+                    transmitLatency.record(ack.latency ?? ack.sinceEnqueued)
                     tally.readings.add(ack.readings, ordering: .relaxed)
                     tally.batches.add(1, ordering: .relaxed)
                 }
-                return latency
+                return (latency, transmitLatency)
             } : nil
         var series = self.series
         var random = SystemRandomNumberGenerator()
@@ -272,11 +281,12 @@ struct BenchWorker: Sendable {
             problem = problem ?? "\(error)"
         }
         if let ackTask {
-            latency = await ackTask.value
+            (latency, transmitLatency) = await ackTask.value
         } else {
             while let event = await events?.next() { handle(event) }
         }
-        return WorkerResult(latency: latency, stats: await client.statistics, problem: problem)
+        return WorkerResult(
+            latency: latency, transmitLatency: transmitLatency, stats: await client.statistics, problem: problem)
     }
 }
 
@@ -293,6 +303,7 @@ struct BenchReport {
     var unacked: Int
     var rejected: Int
     var latency: LatencyHistogram
+    var transmitLatency: LatencyHistogram
     var creditWaitSeconds: Double
     var creditWaits: Int
     var wireBytes: Int
@@ -316,6 +327,7 @@ struct BenchReport {
             ("ack latency p50", Format.millis(latency.percentile(0.5))),
             ("ack latency p99", Format.millis(latency.percentile(0.99))),
             ("ack latency p99.9", Format.millis(latency.percentile(0.999))),
+            ("p50 / p99 from transmission", "\(Format.millis(transmitLatency.percentile(0.5))) / \(Format.millis(transmitLatency.percentile(0.99)))"),
             ("credit wait", "\(Format.duration(creditWaitSeconds)) over \(creditWaits) waits (all connections)"),
             ("wire bytes/reading", Format.fixed(wireBytesPerReading, 3)),
             ("rejected", Format.count(rejected)),
@@ -334,6 +346,8 @@ struct BenchReport {
             "readings": \(readings), "batches": \(batches), "readings_per_second": \(n(readingsPerSecond)), \
             "batches_per_second": \(n(batchesPerSecond)), "latency_p50_ms": \(n(latency.percentile(0.5) * 1000)), \
             "latency_p99_ms": \(n(latency.percentile(0.99) * 1000)), "latency_p999_ms": \(n(latency.percentile(0.999) * 1000)), \
+            "transmit_latency_p50_ms": \(n(transmitLatency.percentile(0.5) * 1000)), \
+            "transmit_latency_p99_ms": \(n(transmitLatency.percentile(0.99) * 1000)), \
             "credit_wait_seconds": \(n(creditWaitSeconds)), "credit_waits": \(creditWaits), \
             "wire_bytes_per_reading": \(n(wireBytesPerReading)), "rejected": \(rejected), "unacked": \(unacked), \
             "reconnects": \(reconnects)}
