@@ -7,6 +7,9 @@ enum ConnectionEvent: Sendable {
     case frame(ServerFrame)
     /// The connection ended; `reason` says why (nil for an orderly close).
     case closed(reason: String?)
+    /// TLS failed in a way reconnecting cannot fix (an untrusted certificate, a server without TLS); the
+    /// connection closes next.
+    case tlsFailed(reason: String)
 }
 
 /// One TCP connection to a server: the NIO pipeline and a stream of what arrives.
@@ -19,8 +22,9 @@ struct ClientConnection: Sendable {
     let channel: any Channel
     let events: AsyncStream<ConnectionEvent>
 
-    static func connect(to endpoint: Endpoint, timeout: Duration, group: any EventLoopGroup) async throws
-        -> ClientConnection
+    /// - Parameter tls: when given, the connection speaks TLS (its handler goes first in the pipeline).
+    static func connect(to endpoint: Endpoint, timeout: Duration, group: any EventLoopGroup, tls: ClientTLSSetup? = nil)
+        async throws -> ClientConnection
     {
         let (events, continuation) = AsyncStream.makeStream(of: ConnectionEvent.self)
         let bootstrap = ClientBootstrap(group: group)
@@ -29,6 +33,7 @@ struct ClientConnection: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let limits = FrameLimitsHandle(.defaultNegotiated)
+                    if let tls { try channel.pipeline.syncOperations.addHandler(tls.handler(for: endpoint.host)) }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(MessageFrameDecoder<ServerFrame>(expectsPreface: false, limits: limits)))
                     try channel.pipeline.syncOperations.addHandler(ServerFrameHandler(continuation: continuation))
@@ -122,7 +127,12 @@ final class ServerFrameHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failure = failure ?? "\(error)"
+        if let tls = TLSFailure(error) {
+            if failure == nil && tls.fatal { continuation.yield(.tlsFailed(reason: tls.reason)) }
+            failure = failure ?? tls.reason
+        } else {
+            failure = failure ?? "\(error)"
+        }
         context.close(promise: nil)
     }
 

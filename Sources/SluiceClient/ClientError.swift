@@ -22,6 +22,11 @@ public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
     case server(code: String, message: String, seq: UInt64)
     /// A connection attempt or session failed; the client retries by itself (reported as an event).
     case connection(endpoint: String, reason: String)
+    /// The TLS setting cannot be used (e.g. the CA file is missing or holds no certificate).
+    case tlsSetup(String)
+    /// TLS with a server failed in a way retrying cannot fix: its certificate is not trusted, or it does not
+    /// speak TLS.
+    case tls(endpoint: String, reason: String)
 
     public var description: String {
         switch self {
@@ -47,6 +52,10 @@ public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
             "server error \(code)\(seq == 0 ? "" : " for batch \(seq)"): \(message)"
         case .connection(let endpoint, let reason):
             "connection to \(endpoint) failed: \(reason); retrying"
+        case .tlsSetup(let message):
+            message
+        case .tls(let endpoint, let reason):
+            "TLS with \(endpoint) failed: \(reason)"
         }
     }
 }

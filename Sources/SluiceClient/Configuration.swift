@@ -22,13 +22,15 @@ public struct SluiceClientConfiguration: Sendable {
     /// For the server's logs.
     public var clientName: String
     public var clientVersion: String
+    /// TLS to the server; nil = plain TCP (the default, and what a server without `--tls-cert` speaks).
+    public var tls: ClientTLS?
 
     public init(
         endpoints: [Endpoint], token: String = "", producer: ProducerSource = .ephemeral,
         maxBatchReadings: Int = 5_000, bufferCapacityBytes: Int = 64 << 20, compression: Bool = true,
         reconnectInitialDelay: Duration = .milliseconds(50), reconnectMaxDelay: Duration = .seconds(2),
         connectTimeout: Duration = .seconds(5), defaultHeartbeat: Duration = .seconds(10),
-        clientName: String = "SluiceClient", clientVersion: String = sluiceClientVersion
+        clientName: String = "SluiceClient", clientVersion: String = sluiceClientVersion, tls: ClientTLS? = nil
     ) {
         self.endpoints = endpoints
         self.token = token
@@ -42,6 +44,7 @@ public struct SluiceClientConfiguration: Sendable {
         self.defaultHeartbeat = defaultHeartbeat
         self.clientName = clientName
         self.clientVersion = clientVersion
+        self.tls = tls
     }
 }
 

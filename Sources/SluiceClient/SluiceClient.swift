@@ -28,6 +28,8 @@ public actor SluiceClient {
     private let eventSink: AsyncStream<ClientEvent>.Continuation
     private let stateFilePath: String?
     private let compressor: ZstdCompressor?
+    /// The TLS context every connection of this client uses; nil = plain TCP.
+    private let tlsSetup: ClientTLSSetup?
 
     private struct Unacked: Sendable {
         var frame: ByteBuffer
@@ -75,6 +77,12 @@ public actor SluiceClient {
         (events, eventSink) = AsyncStream.makeStream(of: ClientEvent.self, bufferingPolicy: .bufferingNewest(10_000))
         compressor = configuration.compression ? ZstdCompressor() : nil
         buffer = RetransmitBuffer(capacityBytes: max(configuration.bufferCapacityBytes, 1))
+        if let tls = configuration.tls {
+            // Reading the CA file (or the system's CA bundle) is blocking I/O: not on the cooperative pool.
+            tlsSetup = try await NIOThreadPool.singleton.runIfActive { try ClientTLSSetup.make(tls) }
+        } else {
+            tlsSetup = nil
+        }
         switch configuration.producer {
         case .ephemeral:
             producer = .random()
@@ -249,7 +257,8 @@ public actor SluiceClient {
             var opened = false
             do {
                 let connection = try await ClientConnection.connect(
-                    to: endpoint, timeout: configuration.connectTimeout, group: MultiThreadedEventLoopGroup.singleton)
+                    to: endpoint, timeout: configuration.connectTimeout, group: MultiThreadedEventLoopGroup.singleton,
+                    tls: tlsSetup)
                 (opened, problem) = await runSession(connection, endpoint: endpoint)
             } catch {
                 problem = ClientConnection.describe(connectError: error, timeout: configuration.connectTimeout)
@@ -284,15 +293,22 @@ public actor SluiceClient {
             await self?.handshakeExpired(number)
         }
         var reason = "the server closed the connection"
+        var tlsFailure: String?
         for await event in connection.events {
             switch event {
             case .frame(let frame):
                 handle(frame, session: number)
             case .closed(let why):
                 if let why { reason = why }
+            case .tlsFailed(let why):
+                tlsFailure = why
             }
         }
         handshakeTimer.cancel()
+        if let tlsFailure, session?.number == number {
+            // An untrusted certificate or a server without TLS: reconnecting cannot fix it, like a refused token.
+            fail(.tls(endpoint: "\(endpoint)", reason: tlsFailure))
+        }
         let opened = session?.open ?? false
         if let pendingProblem = session.flatMap({ _ in stats.lastProblem }), !opened, reason == "the server closed the connection" {
             reason = pendingProblem

@@ -38,6 +38,8 @@ extension SluiceServer {
         public var drainTimeout: Double
         /// NIO event loop threads.
         public var eventLoopThreads: Int
+        /// TLS on the ingest listener; nil = plain TCP (the default).
+        public var tls: TLS?
 
         public init(
             host: String = "127.0.0.1", port: Int = 7878, httpHost: String? = nil, httpPort: Int = 7879,
@@ -46,7 +48,7 @@ extension SluiceServer {
             frameLimits: FrameLimits = .defaultNegotiated, pipelineConcurrency: Int = System.coreCount,
             maxFramesInPipelinePerConnection: Int = 64, maxConnections: Int = 10_000,
             tokens: TokenTable = TokenTable(), registryRefreshInterval: Double = 30, enrichmentDeadline: Double = 0.25,
-            drainTimeout: Double = 20, eventLoopThreads: Int = System.coreCount
+            drainTimeout: Double = 20, eventLoopThreads: Int = System.coreCount, tls: TLS? = nil
         ) {
             self.host = host
             self.port = port
@@ -65,6 +67,7 @@ extension SluiceServer {
             self.enrichmentDeadline = enrichmentDeadline
             self.drainTimeout = drainTimeout
             self.eventLoopThreads = max(1, eventLoopThreads)
+            self.tls = tls
         }
     }
 }

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Prometheus
 import ServiceLifecycle
 import SluiceCore
@@ -70,6 +71,11 @@ public final class SluiceServer: Service, Sendable {
     /// Connects to PostgreSQL (migrating the schema), loads the device registry, and starts listening.
     /// Throws a clear error if the database is unreachable or an address cannot be bound.
     public func start() async throws {
+        // A bad certificate or key fails start-up before anything else starts (file I/O: off the cooperative pool).
+        var tls: ServerTLS.Loaded?
+        if let setting = configuration.tls {
+            tls = try await NIOThreadPool.singleton.runIfActive { try ServerTLS.load(setting) }
+        }
         let pool = WriterPool(configuration: configuration.writerPool, logger: logger)
         try await pool.start()
 
@@ -101,7 +107,7 @@ public final class SluiceServer: Service, Sendable {
         let listener: any Channel
         var http: (any Channel)?
         do {
-            listener = try await Self.bindIngest(group: group, context: context)
+            listener = try await Self.bindIngest(group: group, context: context, tls: tls?.context)
             if let httpHost = configuration.httpHost {
                 let listen = "\(configuration.host):\(listener.localAddress?.port ?? 0)"
                 http = try await bindHTTP(
@@ -132,10 +138,11 @@ public final class SluiceServer: Service, Sendable {
         } else {
             logger.info("token authentication on", metadata: ["tokens": "\(configuration.tokens.entries.count)"])
         }
+        if let tls { tls.warnIfExpired(logger: logger) }
         logger.info(
             "ingest listener ready",
             metadata: [
-                "listen": "\(configuration.host):\(running.localPort)",
+                "listen": "\(configuration.host):\(running.localPort)", "tls": "\(tls == nil ? "off" : "on")",
                 "http": "\(running.httpPort.map { "\(configuration.httpHost ?? ""):\($0)" } ?? "off")",
                 "writers": "\(configuration.writerPool.writers)", "pipeline": "\(configuration.pipelineConcurrency)",
             ])
@@ -221,7 +228,9 @@ public final class SluiceServer: Service, Sendable {
 
     // MARK: - Listeners
 
-    private static func bindIngest(group: MultiThreadedEventLoopGroup, context: ServerContext) async throws -> any Channel {
+    private static func bindIngest(
+        group: MultiThreadedEventLoopGroup, context: ServerContext, tls: NIOSSLContext?
+    ) async throws -> any Channel {
         let configuration = context.configuration
         return try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
@@ -232,10 +241,13 @@ public final class SluiceServer: Service, Sendable {
                     let limits = FrameLimitsHandle(.handshake)
                     let progress = ReadProgress()
                     let peer = channel.remoteAddress
+                    let peerText = peer.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
                     let session = SessionHandler(
                         server: context, limits: limits, progress: progress, isLoopbackPeer: Self.isLoopback(peer),
-                        peer: peer.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?")
-                    let handlers: [any ChannelHandler] = [
+                        peer: peerText)
+                    // With TLS, its handlers come first: everything after them sees plaintext.
+                    let tlsHandlers = tls.map { ServerTLS.channelHandlers($0, logger: context.logger, peer: peerText) } ?? []
+                    let handlers: [any ChannelHandler] = tlsHandlers + [
                         ReadProgressHandler(progress: progress),
                         ByteToMessageHandler(FrameDecoder(expectsPreface: true, limits: limits)),
                         MessageToByteHandler(MessageFrameEncoder<ServerFrame>(compress: false)),

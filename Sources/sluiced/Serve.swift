@@ -46,6 +46,12 @@ struct Serve: AsyncParsableCommand {
               sluiced serve --listen 127.0.0.1:0 --http off     # any free port, no HTTP
               SLUICE_DATABASE_URL=postgresql://sluice@db/tel sluiced serve --writers 4
               sluiced serve --state-dir /var/lib/sluice --log-level debug
+              sluiced serve --listen 0.0.0.0:7878 --tls-cert /etc/sluice/server.pem --tls-key /etc/sluice/server.key
+
+            TLS: with --tls-cert and --tls-key (both, or neither) the ingest listener speaks only TLS; clients \
+            connect with `sluice send --tls` (a certificate from a public CA) or `--tls-ca ca.pem` (a private CA). \
+            /status and /metrics stay plain HTTP. libsluice speaks plain TCP: put a TLS terminator such as \
+            stunnel in front of it.
             """)
 
     @OptionGroup var location: LocationOptions
@@ -77,6 +83,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "text, or json for one JSON object per line (journald, Loki). Default: text")
     var logFormat: String?
 
+    @Option(help: "PEM certificate chain (server certificate first): the ingest listener speaks TLS. Needs --tls-key.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of --tls-cert, unencrypted. Needs --tls-cert.")
+    var tlsKey: String?
+
     @Flag(help: "Validate the configuration, print the effective settings (secrets masked) and exit.")
     var checkConfig = false
 
@@ -84,7 +96,7 @@ struct Serve: AsyncParsableCommand {
         let settings = try location.settings(extra: [
             "listen": listen, "http": http, "database-url": databaseURL, "writers": writers, "pipeline": pipeline,
             "max-connections": maxConnections, "drain-timeout": drainTimeout, "log-level": logLevel,
-            "log-format": logFormat,
+            "log-format": logFormat, "tls-cert": tlsCert, "tls-key": tlsKey,
         ])
         let level = try Self.logLevel(settings)
         guard let format = LogFormat(rawValue: settings["log-format"] ?? "text") else {
@@ -106,6 +118,9 @@ struct Serve: AsyncParsableCommand {
         let stateDir = settings["state-dir"] ?? "./sluice-state"
         let tokenPath = LocationOptions.tokenPath(settings)
         let tokens = try TokenFile.load(tokenPath)
+        // Checked (files read) before the embedded PostgreSQL starts; the server loads them again at start.
+        let tls = try Self.tls(settings)
+        try tls?.validate()
 
         var cluster: PostgresCluster?
         let url: String
@@ -123,6 +138,7 @@ struct Serve: AsyncParsableCommand {
             host: listen.host, port: listen.port, httpHost: http?.host, httpPort: http?.port ?? 0,
             writerPool: .init(databaseURL: url, writers: try settings.int("writers", range: 1...64) ?? 2),
             tokens: tokens)
+        configuration.tls = tls
         if let k = try settings.int("pipeline", range: 1...256) { configuration.pipelineConcurrency = k }
         if let n = try settings.int("max-connections", range: 1...1_000_000) { configuration.maxConnections = n }
         if let t = try settings.double("drain-timeout") { configuration.drainTimeout = t }
@@ -163,6 +179,27 @@ struct Serve: AsyncParsableCommand {
         _ = try settings.double("drain-timeout")
         _ = try logLevel(settings)
         _ = try TokenFile.load(LocationOptions.tokenPath(settings))
+        try tls(settings)?.validate()
+    }
+
+    /// TLS on the ingest listener: `tls-cert` and `tls-key` together, or neither (plain TCP).
+    static func tls(_ settings: Settings) throws -> SluiceServer.TLS? {
+        let cert = settings["tls-cert"].flatMap { $0.isEmpty ? nil : $0 }
+        let key = settings["tls-key"].flatMap { $0.isEmpty ? nil : $0 }
+        switch (cert, key) {
+        case (nil, nil):
+            return nil
+        case (let cert?, let key?):
+            return SluiceServer.TLS(certificateChainPath: cert, privateKeyPath: key)
+        case (let cert?, nil):
+            throw SettingsError(
+                "tls-cert = \"\(cert)\" (from \(settings.origin("tls-cert"))) needs tls-key, the certificate's private key "
+                    + "(--tls-key, $SLUICE_TLS_KEY or tls-key = in the config file); TLS takes both or neither")
+        case (nil, let key?):
+            throw SettingsError(
+                "tls-key = \"\(key)\" (from \(settings.origin("tls-key"))) needs tls-cert, the certificate chain "
+                    + "(--tls-cert, $SLUICE_TLS_CERT or tls-cert = in the config file); TLS takes both or neither")
+        }
     }
 
     /// The embedded cluster keeps its port across restarts (in `<state-dir>/postgres.port`), so a cluster

@@ -17,6 +17,8 @@ struct Settings {
         ("drain-timeout", "20", "seconds SIGTERM waits for the last acks before closing connections"),
         ("log-level", "info", "trace, debug, info, notice, warning, error or critical"),
         ("log-format", "text", "text (one line per event) or json (one object per line, for journald/Loki)"),
+        ("tls-cert", nil, "PEM certificate chain: TLS on the ingest listener (needs tls-key); absent = plain TCP"),
+        ("tls-key", nil, "PEM private key of tls-cert (unencrypted)"),
     ]
 
     private var values: [String: String] = [:]
