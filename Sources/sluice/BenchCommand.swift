@@ -76,7 +76,8 @@ struct BenchCommand: AsyncParsableCommand {
         for _ in 0..<connections {
             let configuration = SluiceClientConfiguration(
                 endpoints: endpoints, token: connection.resolvedToken, maxBatchReadings: batchSize,
-                bufferCapacityBytes: 8 << 20, compression: !connection.noCompression, clientName: "sluice-bench")
+                bufferCapacityBytes: 8 << 20, compression: !connection.noCompression, clientName: "sluice-bench",
+                tls: connection.tls.configuration)
             clients.append(try await SluiceClient(configuration: configuration, logger: connection.logger()))
         }
         let start = ContinuousClock.now

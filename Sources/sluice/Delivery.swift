@@ -30,7 +30,7 @@ final class Delivery: Sendable {
         let configuration = SluiceClientConfiguration(
             endpoints: try options.endpoints(), token: options.resolvedToken,
             producer: stateFile.map { .stateFile($0) } ?? .ephemeral, maxBatchReadings: batchSize,
-            compression: !options.noCompression, clientName: "sluice-cli")
+            compression: !options.noCompression, clientName: "sluice-cli", tls: options.tls.configuration)
         client = try await SluiceClient(configuration: configuration, logger: options.logger())
     }
 

@@ -12,6 +12,7 @@ struct Sluice: AsyncParsableCommand {
             Examples:
               sluice send readings.csv
               tail -f gateway.jsonl | sluice send --server db-gw:7878 --linger-ms 100
+              sluice send --server ingest.example.com:7878 --tls-ca ca.pem readings.csv   # TLS, private CA
               sluice replay capture.csv --speed 10 --shift-to-now
               sluice bench --connections 8 --batch-size 1000 --duration 10
               sluice status --http 10.0.0.5:7879 --http 10.0.0.6:7879
@@ -30,6 +31,8 @@ struct ConnectionOptions: ParsableArguments {
 
     @Option(help: "Producer token (default: $SLUICE_TOKEN; empty for anonymous loopback).")
     var token: String?
+
+    @OptionGroup(title: "TLS") var tls: TLSOptions
 
     @Flag(help: "Send batches uncompressed (default: zstd when it makes them smaller).")
     var noCompression = false
