@@ -46,7 +46,7 @@ struct Serve: AsyncParsableCommand {
               sluiced serve --listen 127.0.0.1:0 --http off     # any free port, no HTTP
               SLUICE_DATABASE_URL=postgresql://sluice@db/tel sluiced serve --writers 4
               sluiced serve --state-dir /var/lib/sluice --log-level debug
-              sluiced serve --listen 0.0.0.0:7878 --tls-cert /etc/sluice/server.pem --tls-key /etc/sluice/server.key
+              sluiced serve --listen 0.0.0.0:7878 --tls-cert server.pem --tls-key server.key
 
             TLS: with --tls-cert and --tls-key (both, or neither) the ingest listener speaks only TLS; clients \
             connect with `sluice send --tls` (a certificate from a public CA) or `--tls-ca ca.pem` (a private CA). \

@@ -16,7 +16,7 @@ struct Sluiced: AsyncParsableCommand {
               # your own database, listening on every interface:
               sluiced --database-url postgresql://sluice@db/telemetry --listen 0.0.0.0:7878
               # TLS on the ingest listener, for devices that cross the internet:
-              sluiced --listen 0.0.0.0:7878 --tls-cert /etc/sluice/server.pem --tls-key /etc/sluice/server.key
+              sluiced --listen 0.0.0.0:7878 --tls-cert server.pem --tls-key server.key
               # settings from a file of "name = value" lines:
               sluiced --config /etc/sluice/sluiced.conf
               SLUICE_WRITERS=4 sluiced --state-dir /var/lib/sluice
