@@ -97,6 +97,7 @@ struct BenchCommand: AsyncParsableCommand {
         let workers = clients.enumerated().map { c, client in
             BenchWorker(
                 client: client, tally: tally, openLoop: interval != nil, window: max(batchSize, window * batchSize),
+                phase: Double(c) / Double(connections),
                 series: (0..<seriesPerConnection).map { k in
                     let device = k / metrics
                     return SeriesState(deviceID: "bench-\(runID)-c\(c)-d\(device)", metric: "m\(k % metrics)")
@@ -200,6 +201,9 @@ struct BenchWorker: Sendable {
     let tally: BenchTally
     let openLoop: Bool
     let window: Int
+    /// Where in each interval this connection's batches fall (0..<1): connections are staggered so the total
+    /// load arrives evenly spaced, not as a burst of one batch per connection at the same instant.
+    let phase: Double
     var series: [SeriesState]
 
     func run(batchSize: Int, limit: BenchLimit, interval: Double?) async -> WorkerResult {
@@ -251,7 +255,7 @@ struct BenchWorker: Sendable {
             if case .readings(let n) = limit { size = min(size, n - sent) }
             var scheduled: ContinuousClock.Instant?
             if let interval {
-                let at = start + .nanoseconds(Int64(Double(batchIndex) * interval * 1e9))
+                let at = start + .nanoseconds(Int64((Double(batchIndex) + phase) * interval * 1e9))
                 if at > .now { try? await Task.sleep(until: at, clock: .continuous) }
                 scheduled = at
             } else {
