@@ -8,7 +8,8 @@ import Synchronization
 ///
 /// Exit codes: 0 every reading read was acknowledged as written; 1 some input was rejected (unreadable
 /// lines, readings the server dead-lettered, batches it refused) but everything else landed; 2 some readings
-/// are not acknowledged (gave up after --timeout, or an error retrying cannot fix, like a refused token).
+/// are not acknowledged (gave up after --timeout, or an error retrying cannot fix, like a refused token);
+/// 128 + the signal's number (130 SIGINT, 143 SIGTERM) when interrupted, whatever was acknowledged.
 final class Delivery: Sendable {
     let client: SluiceClient
     private let started = ContinuousClock.now
@@ -129,8 +130,17 @@ final class Delivery: Sendable {
         }
     }
 
-    /// Flushes and closes the client, prints the summary, and returns the exit code.
-    func finish(readingsRead: Int, timeout: Duration?, quiet: Bool, progress: Task<Void, Never>?) async -> Int32 {
+    /// Why a run stopped before its input ended: the signal, and the state file a re-run would continue from.
+    struct Interruption {
+        var signal: Int32
+        var stateFile: String?
+    }
+
+    /// Flushes and closes the client, prints the summary, and returns the exit code (128 + the signal's
+    /// number when `interruption` is given, whatever was acknowledged).
+    func finish(
+        readingsRead: Int, timeout: Duration?, quiet: Bool, progress: Task<Void, Never>?, interruption: Interruption? = nil
+    ) async -> Int32 {
         var fatal: String?
         do {
             try await client.close(timeout: timeout)
@@ -159,7 +169,9 @@ final class Delivery: Sendable {
             lines.append(
                 "  wire bytes        \(Format.fixed(Double(s.batchWireBytes) / Double(s.batchWireReadings), 2)) per reading")
         }
-        if !quiet || fatal != nil || unacked > 0 || s.readingsRejected > 0 || s.batchesRejected > 0 || badLines > 0 {
+        if !quiet || interruption != nil || fatal != nil || unacked > 0 || s.readingsRejected > 0 || s.batchesRejected > 0
+            || badLines > 0
+        {
             await Console.shared.output(lines.joined(separator: "\n"))
         }
         if !n.rejections.isEmpty {
@@ -173,6 +185,10 @@ final class Delivery: Sendable {
             if n.moreBadLines > 0 { await Console.shared.note("  … and \(n.moreBadLines) more") }
         }
         if let fatal, unacked == 0 || !fatal.hasPrefix("gave up waiting") { await Console.shared.note("sluice: \(fatal)") }
+        if let interruption {
+            await reportInterruption(interruption, read: readingsRead, acked: s.readingsAcked, unacked: unacked, timeout: timeout)
+            return 128 + interruption.signal
+        }
         if unacked > 0 {
             await Console.shared.note(
                 "sluice: \(Format.count(unacked)) readings were not acknowledged\(s.lastProblem.map { " (last problem: \($0))" } ?? ""); they may not have been written")
@@ -181,5 +197,25 @@ final class Delivery: Sendable {
         if fatal != nil { return 2 }
         if s.readingsRejected > 0 || s.batchesRejected > 0 || badLines > 0 || !n.inputFailures.isEmpty { return 1 }
         return 0
+    }
+
+    /// What an interrupted run leaves behind. Only what is true: unacknowledged batches live in the client's
+    /// memory alone (the state file holds the producer id and next seq, nothing else), so they are gone.
+    private func reportInterruption(_ i: Interruption, read: Int, acked: Int, unacked: Int, timeout: Duration?) async {
+        let console = Console.shared
+        await console.note(
+            "sluice: interrupted by \(InterruptSignals.name(of: i.signal)): input not read to its end; \(Format.count(read)) readings read, \(Format.count(acked)) acknowledged")
+        if unacked > 0 {
+            let waited = timeout.map { " within \(Format.duration($0.seconds))" } ?? ""
+            await console.note(
+                "sluice: \(Format.count(unacked)) readings were not acknowledged\(waited): they were not delivered as far as sluice knows (the daemon may still commit batches it had already received), and nothing keeps them to be resent")
+        }
+        guard let path = i.stateFile else { return }
+        let next = await client.nextSeq
+        var text = "sluice: \(path) keeps this producer's id and next seq (\(next)): a re-run with --state-file \(path) continues after every seq used here, so no batch of this run is written twice"
+        if unacked > 0 {
+            text += "; the \(Format.count(unacked)) unacknowledged readings are not in it, so a re-run does not send them (input given again is written again: duplicates are recognised by producer and seq, not by content)"
+        }
+        await console.note(text)
     }
 }

@@ -30,6 +30,7 @@ final class InputReader: Sendable {
     let linesRead = Atomic<Int>(0)
     let badLines = Atomic<Int>(0)
     private let gate: DispatchSemaphore
+    private let continuation: AsyncStream<Item>.Continuation
 
     init(paths: [String], format: ReadingLineParser.Format?, batchSize: Int, linger: Duration, depth: Int = 4) {
         let inputs = paths.isEmpty ? ["-"] : paths
@@ -47,6 +48,7 @@ final class InputReader: Sendable {
         gate = DispatchSemaphore(value: depth)
         let (stream, continuation) = AsyncStream.makeStream(of: Item.self)
         items = stream
+        self.continuation = continuation
         let thread = Thread { [self] in
             self.run(inputs, format: format, batchSize: max(1, batchSize), linger: linger, into: continuation)
         }
@@ -56,6 +58,10 @@ final class InputReader: Sendable {
 
     /// The consumer took a batch: let the reader produce another.
     func consumed() { gate.signal() }
+
+    /// Ends `items` now (after what it already holds): the command was interrupted. The reading thread's
+    /// further items are discarded; it stops at the next full queue or when the process exits.
+    func stop() { continuation.finish() }
 
     private func run(
         _ inputs: [String], format: ReadingLineParser.Format?, batchSize: Int, linger: Duration,

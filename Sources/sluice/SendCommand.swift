@@ -15,6 +15,10 @@ struct SendCommand: AsyncParsableCommand {
             status: 0 everything landed; 1 some lines or readings were rejected (reasons listed), the rest \
             landed; 2 some readings were not acknowledged (after --timeout, or a refused token).
 
+            Ctrl-C (or SIGTERM) stops reading input, waits up to 5 s for outstanding acknowledgements, prints \
+            the summary with what was not acknowledged, and exits with status 130 (143 for SIGTERM); a second \
+            Ctrl-C exits at once.
+
             Examples:
               sluice send readings.csv
               sluice send --server 10.0.0.5:7878 --token "$TOKEN" day1.csv day2.csv
@@ -56,6 +60,8 @@ struct SendCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // First, so that a Ctrl-C during start-up is also answered with a summary.
+        let interrupts = InterruptSignals()
         let delivery = try await Delivery(
             command: "send", options: connection, batchSize: batchSize, stateFile: stateFile)
         let events = delivery.watchEvents()
@@ -63,28 +69,56 @@ struct SendCommand: AsyncParsableCommand {
         let tty = Console.shared.stderrIsTTY
         let progress = quiet ? nil : delivery.showProgress(
             every: tty ? .milliseconds(200) : .milliseconds(Int64(progressInterval * 1000)), reader: reader)
-        var read = 0
-        input: for await item in reader.items {
-            switch item {
-            case .batch(let readings):
-                reader.consumed()
-                do {
-                    try await delivery.client.send(readings)
-                    read += readings.count
-                } catch {
-                    // Only an error retrying cannot fix ends up here; `finish` reports it.
-                    break input
+        let timeout = timeout.map { Duration.milliseconds(Int64($0 * 1000)) }
+        // The input runs in a task of its own, so that an interrupt ends the run even while it waits for
+        // input (an open pipe) or for room in the client's buffer. `stops` says which came first.
+        let (stops, stop) = AsyncStream.makeStream(of: Int32?.self)
+        let input = Task {
+            var read = 0
+            input: for await item in reader.items {
+                if interrupts.signalled != nil { break }
+                switch item {
+                case .batch(let readings):
+                    reader.consumed()
+                    do {
+                        try await delivery.client.send(readings)
+                        read += readings.count
+                    } catch {
+                        // Only an error retrying cannot fix ends up here; `finish` reports it.
+                        break input
+                    }
+                case .badLine(let source, let line, let message):
+                    await delivery.badLine(source: source, line: line, message: message)
+                case .failed(let message):
+                    await delivery.inputFailed(message)
                 }
-            case .badLine(let source, let line, let message):
-                await delivery.badLine(source: source, line: line, message: message)
-            case .failed(let message):
-                await delivery.inputFailed(message)
             }
+            stop.yield(nil)
+            return read
         }
-        let code = await delivery.finish(readingsRead: read, timeout: timeout.map { .milliseconds(Int64($0 * 1000)) }, quiet: quiet, progress: progress)
+        let relay = Task { for await signal in interrupts.first { stop.yield(signal) } }
+        var first = stops.makeAsyncIterator()
+        let interrupted = await first.next() ?? nil
+        relay.cancel()
+        let code: Int32
+        if let interrupted {
+            reader.stop()
+            let wait = min(Self.interruptWait, timeout ?? Self.interruptWait)
+            let unacked = await delivery.client.statistics.readingsOutstanding
+            await Console.shared.note(
+                "sluice: interrupted: waiting up to \(Format.duration(wait.seconds)) for \(Format.count(unacked)) unacknowledged readings… (interrupt again to exit at once)")
+            code = await delivery.finish(
+                readingsRead: await delivery.client.statistics.readingsQueued, timeout: wait, quiet: quiet,
+                progress: progress, interruption: .init(signal: interrupted, stateFile: stateFile))
+        } else {
+            code = await delivery.finish(readingsRead: await input.value, timeout: timeout, quiet: quiet, progress: progress)
+        }
         events.cancel()
         if code != 0 { throw ExitCode(code) }
     }
+
+    /// How long an interrupted send waits for outstanding acknowledgements.
+    static let interruptWait = Duration.seconds(5)
 }
 
 extension ReadingLineParser.Format: ExpressibleByArgument {}
