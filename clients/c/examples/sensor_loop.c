@@ -1,10 +1,15 @@
 /* A minimal sensor loop: read a (fake) temperature sensor once a second and send it to sluiced.
  *
- *   make example && ./build/sensor_loop 127.0.0.1:7878 [seconds]
+ *   make example && ./build/sensor_loop 127.0.0.1:7878 [seconds] [seq-file]
  *
  * Shows the error handling a device needs: a refused config is fatal; a lost server is not (libsluice
  * buffers and reconnects, we just log); a full buffer means the server has been away too long, so the
  * oldest policy here is "drop the new reading and count it" — pick what suits your device.
+ *
+ * The sequence number survives restarts through a seq file (default ./sensor_loop.seq): run it twice and
+ * the second run continues above every seq the first one used, so the server never mistakes its batches
+ * for duplicates of the first run's. A device without a file system gives its own seq_load/seq_store
+ * hooks (e.g. a flash sector or RTC RAM) instead of sluice_config_seq_file().
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -43,6 +48,7 @@ static void log_ack(void *user, const sluice_ack *a) {
 int main(int argc, char **argv) {
     const char *endpoint = argc > 1 ? argv[1] : "127.0.0.1:7878";
     int seconds = argc > 2 ? atoi(argv[2]) : 60;
+    const char *seq_file = argc > 3 ? argv[3] : "sensor_loop.seq";
 
     sluice_config cfg;
     sluice_config_init(&cfg);
@@ -53,11 +59,14 @@ int main(int argc, char **argv) {
     cfg.memory_limit = 4u << 20;
     cfg.max_batch_bytes = 64u << 10;
     cfg.on_ack = log_ack;
+    /* One durable write per 64 batches (the default seq_reserve): cheap on flash, safe across reboots. */
+    sluice_config_seq_file(&cfg, seq_file);
     /* Non-blocking: sluice_send never holds up the next reading; sluice_poll does the waiting. */
     cfg.nonblocking = 1;
 
     sluice_client *c = sluice_create(&cfg);
     if (c == NULL || sluice_err(c) != SLUICE_OK) {
+        /* also SLUICE_ERR_PERSIST: the seq file is unreadable, and starting at a guess could lose data */
         fprintf(stderr, "sluice_create: %s\n", sluice_errstr(c));
         sluice_close(c);
         return 1;
@@ -82,6 +91,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "giving up: %s\n", sluice_errstr(c));
             break;
         }
+        /* SLUICE_ERR_PERSIST: the seq file could not be written; the readings stay buffered and the store is
+           retried (at most once a second) — a storage fault worth raising on a real device */
         if (rc != SLUICE_OK) fprintf(stderr, "send (will retry): %s\n", sluice_errstr(c));
         /* the rest of the second goes to acks, credit, heartbeats and reconnects */
         next_tick += 1000;
@@ -95,10 +106,11 @@ int main(int argc, char **argv) {
     int rc = sluice_flush(c, 10000);
     sluice_stats st;
     sluice_get_stats(c, &st);
-    printf("sent %llu readings in %llu batches (%.2f bytes/reading on the wire), %ld dropped while full; flush: %s\n",
+    printf("sent %llu readings in %llu batches (%.2f bytes/reading on the wire), %ld dropped while full; last seq "
+           "%llu (%s keeps the next run above it); flush: %s\n",
            (unsigned long long)st.readings_accepted, (unsigned long long)st.batches_acked,
            st.readings_accepted ? (double)st.wire_bytes / (double)st.readings_accepted : 0.0, dropped,
-           rc == SLUICE_OK ? "all acknowledged" : sluice_errstr(c));
+           (unsigned long long)st.last_seq, seq_file, rc == SLUICE_OK ? "all acknowledged" : sluice_errstr(c));
     sluice_close(c);
     return rc == SLUICE_OK ? 0 : 2;
 }

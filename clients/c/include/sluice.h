@@ -9,6 +9,8 @@
  *   - sends only as many readings as the server granted credit for, splitting batches to fit;
  *   - keeps every batch until it is acknowledged, reconnects with capped exponential backoff, and resends
  *     unacknowledged batches in sequence order, so each reading lands in the table exactly once;
+ *   - keeps its sequence number across reboots when given seq hooks (sluice_config_seq_file() for a file),
+ *     reserving seqs in blocks so storage is written once per 64 batches, never after the batch;
  *   - answers heartbeats, notices a silent server, follows GoAway;
  *   - never allocates more than the memory ceiling fixed at creation, and allocates only through the
  *     caller's allocator when one is given (the library's own memory, protobuf-c's and zstd's alike).
@@ -19,6 +21,7 @@
  *     sluice_config_init(&cfg);
  *     cfg.endpoints = "127.0.0.1:7878";
  *     memcpy(cfg.producer_id, my_stable_16_byte_id, 16);
+ *     sluice_config_seq_file(&cfg, "/var/lib/mydevice/sluice.seq"); // or your own seq_load/seq_store
  *     sluice_client *c = sluice_create(&cfg);
  *     if (c == NULL || sluice_err(c) != SLUICE_OK) { ... sluice_errstr(c) ...; sluice_close(c); }
  *     sluice_connect(c);                      // failure is not final: the handle keeps retrying
@@ -95,7 +98,11 @@ typedef enum sluice_status {
                                         was dropped, the rest continues                                  */
     SLUICE_ERR_SERVER = -12,         /* the server reported an error (UNAVAILABLE, INTERNAL, ...);
                                         transient, reconnects                                            */
-    SLUICE_ERR_STATE = -13           /* call not valid now (e.g. the handle failed to be created)        */
+    SLUICE_ERR_STATE = -13,          /* call not valid now (e.g. the handle failed to be created)        */
+    SLUICE_ERR_PERSIST = -14         /* the seq_load or seq_store hook failed. From sluice_create: fatal
+                                        (the seq to start at is unknown). From sluice_send/poll/flush: the
+                                        batch that needed a new seq reservation was not sent; its readings
+                                        stay queued and the store is retried 1 s later (transient)       */
 } sluice_status;
 
 /** A fixed name for a status code, e.g. "SLUICE_ERR_FULL". Never NULL. */
@@ -131,6 +138,34 @@ typedef struct sluice_ack {
 typedef void (*sluice_ack_fn)(void *user, const sluice_ack *ack);
 
 /**
+ * Seq persistence hooks (optional, both or neither), so that a device keeps its sequence numbers across
+ * reboots without writing storage for every batch.
+ *
+ * Why: the server deduplicates by (producer_id, seq) against the highest seq it has committed for the
+ * producer. A device that reboots and starts again at a low seq has its new batches acknowledged as
+ * duplicates and not written whenever its previous life's last batches commit after the reconnect
+ * (Welcome.committed_seq cannot cover batches still in the server's pipeline). Gaps in seq are harmless:
+ * the server accepts any seq above the last one it committed, so jumping forward after a reboot is fine.
+ *
+ * How: the library reserves seqs in blocks of `seq_reserve` (default 64). Before the first batch whose seq
+ * is not yet covered, it calls seq_store(user, seq + seq_reserve) and sends that batch only after the hook
+ * returned success; the next seq_reserve - 1 batches need no write. At sluice_create() it calls
+ * seq_load(user, &next) once and starts at max(next, first_seq). So a reboot skips at most seq_reserve
+ * seqs and never reuses one: one storage write per seq_reserve batches, plus one per boot.
+ *
+ * seq_load: returns 0 and sets *next_seq (>= 1) when a value is stored; 1 when nothing is stored yet (first
+ * boot: start at first_seq); a negative value when storage cannot be read (sluice_create then fails with
+ * SLUICE_ERR_PERSIST: starting at a guess could silently lose readings).
+ * seq_store: stores next_seq durably (it must survive power loss when the hook returns) and returns 0, or
+ * returns non-zero on failure: the call that needed it returns SLUICE_ERR_PERSIST at once, the batch is not
+ * sent, its readings stay queued, and the store is tried again no sooner than 1 s later (by whichever call
+ * runs then), so failing storage is not hammered. It runs inside sluice_send/sluice_poll/sluice_flush on the
+ * calling thread and may block for as long as the write takes, also in non-blocking mode.
+ */
+typedef int (*sluice_seq_load_fn)(void *user, uint64_t *next_seq);
+typedef int (*sluice_seq_store_fn)(void *user, uint64_t next_seq);
+
+/**
  * Configuration. Call sluice_config_init() first, then set what you need; a zero numeric field means
  * "the default" (shown in brackets). sluice_create() copies everything it needs: the struct and the
  * strings may be freed afterwards.
@@ -146,8 +181,8 @@ typedef struct sluice_config {
     uint8_t producer_id[16];
     /** First sequence number to use [1]. The server deduplicates by (producer_id, seq) and says in Welcome
         which seq it committed last; the client never goes at or below that. A device that may restart while
-        a batch is still in the server's pipeline should persist sluice_stats.last_seq now and then and pass
-        last_seq + 1 here (the Swift client does the same with its state file). */
+        a batch is still in the server's pipeline must not reuse seqs: give it seq_load/seq_store below (for
+        a file, sluice_config_seq_file()), which the library keeps ahead of every seq it sends. */
     uint64_t first_seq;
     /** Sent in Hello for the server's logs [libsluice]. */
     const char *client_name;
@@ -181,10 +216,35 @@ typedef struct sluice_config {
     /** Optional: called once per acknowledged or dropped batch, from inside sluice_* calls. */
     sluice_ack_fn on_ack;
     void *on_ack_user;
+
+    /** Optional seq persistence (see sluice_seq_load_fn above): both hooks or neither. `seq_user` is
+        passed to them as is and is not copied: it must stay valid until sluice_close(). */
+    sluice_seq_load_fn seq_load;
+    sluice_seq_store_fn seq_store;
+    void *seq_user;
+    /** Seqs reserved by one seq_store call [64], at most 1048576. Larger: fewer writes, bigger jumps after
+        a reboot. */
+    uint32_t seq_reserve;
 } sluice_config;
 
 /** Fills `cfg` with the defaults (all zero: every field takes its default). */
 void sluice_config_init(sluice_config *cfg);
+
+/* ---- Seq persistence in a file (POSIX) -------------------------------------------------------------- */
+
+/**
+ * Ready-made seq hooks keeping the next seq in a file: `user` is the path (a NUL-terminated string that
+ * must outlive the handle). The file holds one decimal number and a newline. A store writes `path.tmp`,
+ * fsyncs it, renames it over `path` and fsyncs the directory, so a power cut leaves the old value or the
+ * new one, never a torn file. They allocate nothing and print nothing; errors come back as -errno
+ * (-EINVAL: the file does not hold a seq; -ENAMETOOLONG: path longer than 4000 bytes), and
+ * sluice_errstr() names the path and the reason.
+ */
+int sluice_seq_file_load(void *path, uint64_t *next_seq);
+int sluice_seq_file_store(void *path, uint64_t next_seq);
+
+/** Sets cfg->seq_load, seq_store and seq_user to the file hooks above for `path` (kept, not copied). */
+void sluice_config_seq_file(sluice_config *cfg, const char *path);
 
 /* ---- Lifetime --------------------------------------------------------------------------------------- */
 
@@ -309,6 +369,8 @@ typedef struct sluice_stats {
     uint64_t resent_batches;    /* batches written again after a reconnect                            */
     uint64_t wire_bytes;        /* batch frame bytes written (after compression), resends included    */
     uint64_t batches_compressed;
+    uint64_t seq_stored;        /* the next_seq last stored through seq_store (0 = none this run)       */
+    uint64_t seq_stores;        /* successful seq_store calls                                         */
     size_t memory_used;         /* bytes held now, through the allocator                              */
     size_t memory_peak;
     size_t memory_limit;

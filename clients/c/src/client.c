@@ -11,6 +11,7 @@
 #define SL_MIN_FOR_READINGS (64u << 10)
 #define SL_MAX_TOKEN 4096
 #define SL_MAX_CLIENT_NAME 256
+#define SL_MAX_SEQ_RESERVE (1u << 20)
 
 int sl_seterr(sluice_client *c, int code, const char *fmt, ...) {
     va_list ap;
@@ -36,6 +37,7 @@ static void apply_defaults(sluice_config *k) {
     if (k->max_server_frame_bytes == 0) k->max_server_frame_bytes = 64u << 10;
     if (k->compression_level == 0) k->compression_level = 3;
     if (k->client_name == NULL || k->client_name[0] == '\0') k->client_name = "libsluice";
+    if (k->seq_reserve == 0) k->seq_reserve = 64;
 }
 
 static int validate(sluice_client *c, const sluice_config *k) {
@@ -59,6 +61,15 @@ static int validate(sluice_client *c, const sluice_config *k) {
     if (k->max_server_frame_bytes < 1024 || k->max_server_frame_bytes > (64u << 20))
         return sl_seterr(c, SLUICE_ERR_INVALID, "config.max_server_frame_bytes (%u) is outside 1 KiB-64 MiB",
                          k->max_server_frame_bytes);
+    if ((k->seq_load == NULL) != (k->seq_store == NULL))
+        return sl_seterr(c, SLUICE_ERR_INVALID,
+                         "config.seq_load and config.seq_store go together: set both (e.g. with "
+                         "sluice_config_seq_file) or neither");
+    if (k->seq_load == sluice_seq_file_load && (k->seq_user == NULL || ((const char *)k->seq_user)[0] == '\0'))
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.seq_user must be the seq file's path for the file hooks");
+    if (k->seq_reserve > SL_MAX_SEQ_RESERVE)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.seq_reserve (%u) is above %u", k->seq_reserve,
+                         SL_MAX_SEQ_RESERVE);
     if (k->compression_level < -1 || k->compression_level > ZSTD_maxCLevel())
         return sl_seterr(c, SLUICE_ERR_INVALID, "config.compression_level %d is outside -1..%d", k->compression_level,
                          ZSTD_maxCLevel());
@@ -128,6 +139,9 @@ sluice_client *sluice_create(const sluice_config *cfg) {
     c->mem.tier_limit[SL_TIER_RECV] = c->cfg.memory_limit;
     c->mem.tier = SL_TIER_RECV;
 
+    /* Last: the stored seq decides where this run starts (never below a seq an earlier run may have used). */
+    if (sl_seq_load(c) != SLUICE_OK) return c;
+
     uint64_t seed = sl_now_ms() ^ (uint64_t)(uintptr_t)c;
     for (int i = 0; i < 16; i++) seed = seed * 1099511628211ull ^ c->cfg.producer_id[i];
     c->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
@@ -176,6 +190,7 @@ const char *sluice_strerror(int status) {
     case SLUICE_ERR_REJECTED: return "SLUICE_ERR_REJECTED";
     case SLUICE_ERR_SERVER: return "SLUICE_ERR_SERVER";
     case SLUICE_ERR_STATE: return "SLUICE_ERR_STATE";
+    case SLUICE_ERR_PERSIST: return "SLUICE_ERR_PERSIST";
     default: return "SLUICE_ERR_UNKNOWN";
     }
 }
@@ -300,6 +315,8 @@ static int wait_until(sluice_client *c, int (*done)(const sluice_client *), uint
         uint64_t left = deadline - now;
         int r = sl_pump(c, left > 1000000 ? 1000000 : (int)left);
         if (fatal(c)) return c->err;
+        /* Storage refused the seq reservation: say so now rather than time out (the readings stay queued). */
+        if (r == SLUICE_ERR_PERSIST) return r;
         if (r == SLUICE_ERR_REJECTED) memcpy(rejected, c->errstr, sizeof rejected);
         if (r != SLUICE_OK) {
             memcpy(last, c->errstr, sizeof last);

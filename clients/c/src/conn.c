@@ -299,6 +299,10 @@ static int flush_tx(sluice_client *c) {
             c->credit_stalled = 1;
             return rc;
         }
+        /* The seq must be durably reserved before a batch carrying it exists (seq_store hook). */
+        int prc = sl_seq_reserve(c, sl_now_ms());
+        if (prc == 1) return rc;
+        if (prc != SLUICE_OK) return prc;
         sl_encode_limits el = {lim, batch_bytes_limit(c)};
         sl_batch *b = NULL;
         int erc = sl_encode_batch(&c->mem, &c->queue, c->next_seq, el, &c->cctx, c->cfg.compression_level, &b);
@@ -473,6 +477,10 @@ static int64_t next_timer(const sluice_client *c, uint64_t now) {
             uint64_t h = dead < ping ? dead : ping;
             if (at == 0 || h < at) at = h;
         }
+        /* a failed seq_store is retried when its time comes, if there is something to seal */
+        if (c->state == SLUICE_STATE_READY && c->queue.readings > 0 && sl_seq_waiting(c, now) &&
+            (at == 0 || c->seq_retry_at_ms < at))
+            at = c->seq_retry_at_ms;
         if (at == 0) return -1;
         break;
     default:
@@ -494,7 +502,7 @@ static int wants_write(const sluice_client *c) {
     if (c->ctrl_off < c->ctrl_len || c->pong_pending || c->ping_due || c->tx_off > 0) return 1;
     if (c->state != SLUICE_STATE_READY) return 0;
     if (c->tx_batch != NULL) return c->credit >= c->tx_batch->readings;
-    return c->queue.readings > 0 && c->credit > 0;
+    return c->queue.readings > 0 && c->credit > 0 && !sl_seq_waiting(c, sl_now_ms());
 }
 
 int sluice_fd(const sluice_client *c) {

@@ -168,6 +168,8 @@ struct sluice_client {
     /* session */
     uint64_t credit;
     uint64_t next_seq;
+    uint64_t seq_reserved_below; /* seqs below this are covered by seq_store (UINT64_MAX without hooks) */
+    uint64_t seq_retry_at_ms;    /* after a failed seq_store: not called again before this (0: none)  */
     uint64_t session_id;
     uint32_t srv_max_batch_readings;
     uint32_t srv_max_frame_bytes;
@@ -194,6 +196,15 @@ int sl_start_connect(sluice_client *c);   /* opens a socket to the next endpoint
 void sl_drop_connection(sluice_client *c, int schedule_delay_ms);
 int sl_pump(sluice_client *c, int timeout_ms); /* one round of waiting + I/O + timers */
 void sl_reset_tx_for_session(sluice_client *c);
+
+/* seq.c */
+#define SL_SEQ_RETRY_MS 1000 /* a failed seq_store is retried after this long */
+int sl_seq_load(sluice_client *c); /* at create: applies seq_load; SLUICE_ERR_PERSIST on failure */
+/* Before sealing a batch with seq next_seq: stores a new reservation if it is not covered. SLUICE_OK: go
+   ahead; 1: not now (a failed store waits for its retry time); SLUICE_ERR_PERSIST: the store failed now. */
+int sl_seq_reserve(sluice_client *c, uint64_t now_ms);
+/* 1 when sealing waits for a seq_store retry (nothing to write until then). */
+int sl_seq_waiting(const sluice_client *c, uint64_t now_ms);
 
 /* frames.c */
 int sl_handle_frame(sluice_client *c, uint8_t flags, const uint8_t *payload, size_t len);

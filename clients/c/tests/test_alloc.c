@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "fake_server.h"
@@ -210,10 +211,49 @@ static void an_allocator_failing_at_any_point_is_survived(void) {
     fake_stop(s);
 }
 
+static void seq_persistence_through_the_file_hooks_allocates_only_through_the_hooks(void) {
+    char dir[] = "/tmp/libsluice-alloc-XXXXXX";
+    if (mkdtemp(dir) == NULL) {
+        CHECK(0);
+        return;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "%s/seq", dir);
+    fake_server *s = fake_start(acking, NULL, 2);
+    counter k = {0, 0, 0, 0, 0, -1};
+    sluice_allocator a = {count_malloc, count_free, &k};
+    sluice_config cfg = config(s->endpoint, &a);
+    cfg.memory_limit = 3u << 20;
+    cfg.max_batch_readings = 500;
+    cfg.seq_reserve = 2; /* a store every other batch: many writes, renames and directory syncs */
+    sluice_config_seq_file(&cfg, path);
+    stray = 0;
+    watching = 1;
+    for (int boot = 0; boot < 2; boot++) {
+        sluice_client *c = sluice_create(&cfg);
+        CHECK_RC(c, sluice_err(c), SLUICE_OK);
+        CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+        CHECK_RC(c, feed(c, 10000), SLUICE_OK);
+        CHECK_RC(c, sluice_flush(c, 10000), SLUICE_OK);
+        sluice_stats st;
+        sluice_get_stats(c, &st);
+        CHECK(st.seq_stores >= 10 && st.seq_stored > st.last_seq);
+        CHECK(k.peak <= cfg.memory_limit);
+        sluice_close(c);
+    }
+    watching = 0;
+    CHECK(k.live == 0 && k.allocs == k.frees);
+    CHECK(stray == 0);
+    fake_stop(s);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void) {
     main_thread = pthread_self();
     RUN(every_allocation_goes_through_the_hooks_and_none_is_left_after_close);
     RUN(the_ceiling_holds_offline_and_online);
     RUN(an_allocator_failing_at_any_point_is_survived);
+    RUN(seq_persistence_through_the_file_hooks_allocates_only_through_the_hooks);
     CHECK_DONE();
 }

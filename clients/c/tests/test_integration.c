@@ -1,6 +1,7 @@
 /* libsluice against the real sluiced and PostgreSQL: 100k readings acked and counted; credit wait while
    PostgreSQL is held back by a lock; sluiced killed (SIGKILL) and restarted mid-stream, every reading
-   present exactly once afterwards.
+   present exactly once afterwards; a device "rebooted" with batches still in the server's pipeline resumes
+   its seq from its seq file, and no reading is dropped as a duplicate (a control without the file is).
    Needs SLUICED (path of a built sluiced) and SLUICE_TEST_DATABASE_URL (tools/test sets it); the Makefile
    runs this only when both are there and says so when it does not. */
 #define _GNU_SOURCE
@@ -168,17 +169,23 @@ static int flush_verbose(sluice_client *c, int timeout_ms) {
     }
 }
 
+static int64_t run_stamp; /* with the pid and an id byte: producer ids unique to this run */
+
+static void producer_id(uint8_t out[16], uint8_t id_byte) {
+    memset(out, 0, 16);
+    memcpy(out, &run_stamp, sizeof run_stamp);
+    pid_t p = getpid();
+    memcpy(out + 8, &p, sizeof p);
+    out[15] = id_byte;
+}
+
 static sluice_client *new_client(uint8_t id_byte, size_t memory) {
     char ep[64];
     snprintf(ep, sizeof ep, "127.0.0.1:%d", daemon_port);
     sluice_config cfg;
     sluice_config_init(&cfg);
     cfg.endpoints = ep;
-    int64_t t = now_us();
-    memcpy(cfg.producer_id, &t, sizeof t);
-    pid_t p = getpid();
-    memcpy(cfg.producer_id + 8, &p, sizeof p);
-    cfg.producer_id[15] = id_byte;
+    producer_id(cfg.producer_id, id_byte);
     cfg.memory_limit = memory;
     cfg.reconnect_min_ms = 50;
     cfg.reconnect_max_ms = 500;
@@ -224,11 +231,16 @@ static void a_hundred_thousand_readings_are_acked_and_stored(void) {
     sluice_close(c);
 }
 
-static void sending_waits_on_credit_while_postgres_is_held_back(void) {
-    /* A psql session holds an exclusive lock on readings: no COPY can commit, so the server's queue fills
-       and it stops granting credit. */
+/* A psql session holding an exclusive lock on readings: no COPY can commit until it is released. */
+typedef struct table_lock {
+    pid_t psql;
+    int to_psql;
+} table_lock;
+
+static table_lock lock_readings(void) {
+    table_lock l = {-1, -1};
     int to_psql[2];
-    if (pipe(to_psql) != 0) return;
+    if (pipe(to_psql) != 0) return l;
     pid_t locker = fork();
     if (locker == 0) {
         dup2(to_psql[0], 0);
@@ -240,8 +252,10 @@ static void sending_waits_on_credit_while_postgres_is_held_back(void) {
         _exit(127);
     }
     close(to_psql[0]);
+    l.psql = locker;
+    l.to_psql = to_psql[1];
     const char *lock = "BEGIN; LOCK TABLE readings IN ACCESS EXCLUSIVE MODE;\n";
-    CHECK(write(to_psql[1], lock, strlen(lock)) == (ssize_t)strlen(lock));
+    CHECK(write(l.to_psql, lock, strlen(lock)) == (ssize_t)strlen(lock));
     char out[64] = "";
     for (int i = 0; i < 100; i++) {
         psql(db_url, out, sizeof out,
@@ -251,6 +265,20 @@ static void sending_waits_on_credit_while_postgres_is_held_back(void) {
         usleep(100000);
     }
     CHECK(atoi(out) == 1);
+    return l;
+}
+
+static void unlock_readings(table_lock l) {
+    if (l.psql <= 0) return;
+    const char *commit = "COMMIT;\n";
+    CHECK(write(l.to_psql, commit, strlen(commit)) == (ssize_t)strlen(commit));
+    close(l.to_psql);
+    waitpid(l.psql, NULL, 0);
+}
+
+static void sending_waits_on_credit_while_postgres_is_held_back(void) {
+    /* No COPY can commit, so the server's queue fills and it stops granting credit. */
+    table_lock lock = lock_readings();
 
     sluice_client *c = new_client(2, 256u << 20);
     CHECK_RC(c, sluice_connect(c), SLUICE_OK);
@@ -280,10 +308,7 @@ static void sending_waits_on_credit_while_postgres_is_held_back(void) {
     CHECK(st.credit == 0 && st.readings_queued > 0 && st.credit_stalls >= 1);
     CHECK(sluice_get_state(c) == SLUICE_STATE_READY);
 
-    const char *commit = "COMMIT;\n";
-    CHECK(write(to_psql[1], commit, strlen(commit)) == (ssize_t)strlen(commit));
-    close(to_psql[1]);
-    waitpid(locker, NULL, 0);
+    unlock_readings(lock);
     CHECK_RC(c, flush_verbose(c, 180000), SLUICE_OK);
     sluice_get_stats(c, &st);
     CHECK(st.readings_accepted == (unsigned long long)sent);
@@ -333,6 +358,115 @@ static void a_killed_daemon_is_survived_with_every_reading_stored_exactly_once(v
     sluice_close(c);
 }
 
+/* A device whose batches are still in the server's pipeline when it reboots (held there by a lock on
+   readings, so Welcome.committed_seq cannot cover them yet). */
+static sluice_client *device(uint8_t id_byte, const char *seq_path) {
+    char ep[64];
+    snprintf(ep, sizeof ep, "127.0.0.1:%d", daemon_port);
+    sluice_config cfg;
+    sluice_config_init(&cfg);
+    cfg.endpoints = ep;
+    producer_id(cfg.producer_id, id_byte);
+    cfg.max_batch_readings = 1000;
+    cfg.reconnect_min_ms = 50;
+    cfg.reconnect_max_ms = 500;
+    cfg.io_timeout_ms = 5000;
+    if (seq_path != NULL) sluice_config_seq_file(&cfg, seq_path);
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_err(c), SLUICE_OK);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    return c;
+}
+
+static long long duplicated_rows(const char *like) {
+    char out[64] = "";
+    if (psql(db_url, out, sizeof out,
+             "SELECT count(*) FROM (SELECT 1 FROM readings WHERE device_id LIKE '%s' "
+             "GROUP BY device_id, metric, time HAVING count(*) > 1) d",
+             like) != 0)
+        return -1;
+    return atoll(out);
+}
+
+static void a_rebooted_device_resumes_its_seq_from_the_file_and_no_reading_is_dropped(void) {
+    char path[200];
+    snprintf(path, sizeof path, "%s/device.seq", work_dir);
+    int64_t t0 = now_us() - 600ll * 1000000;
+    table_lock lock = lock_readings();
+    /* Life 1 of the device (seq file) and of a control producer without one: 3 batches each, sent while
+       PostgreSQL is held back, so they sit uncommitted in the server. */
+    sluice_client *d = device(4, path);
+    sluice_client *x = device(5, NULL);
+    CHECK_RC(d, feed(d, "it-reboot-a", t0, 3000), SLUICE_OK);
+    CHECK_RC(x, feed(x, "it-noseq-a", t0, 3000), SLUICE_OK);
+    CHECK_RC(d, sluice_send(d), SLUICE_OK);
+    CHECK_RC(x, sluice_send(x), SLUICE_OK);
+    char out[64] = "";
+    for (int i = 0; i < 100; i++) { /* a writer's COPY is waiting for the lock */
+        psql(db_url, out, sizeof out,
+             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = "
+             "'Lock' AND query LIKE '%%COPY%%'");
+        if (atoi(out) >= 1) break;
+        usleep(100000);
+    }
+    CHECK(atoi(out) >= 1);
+    for (int i = 0; i < 10; i++) { /* let every batch reach the writer pool */
+        sluice_poll(d, 50);
+        sluice_poll(x, 50);
+    }
+    sluice_stats st;
+    sluice_get_stats(d, &st);
+    CHECK(st.last_seq == 3 && st.seq_stored == 65 && st.batches_acked == 0);
+    sluice_close(d); /* power cut: the unacked batches are gone from the device, not from the server */
+    sluice_close(x);
+
+    /* Life 2: Welcome says committed_seq 0 (nothing has committed), yet the device starts above seq 3. */
+    d = device(4, path);
+    x = device(5, NULL);
+    CHECK_RC(d, feed(d, "it-reboot-b", t0, 3000), SLUICE_OK);
+    CHECK_RC(x, feed(x, "it-noseq-b", t0, 3000), SLUICE_OK);
+    CHECK_RC(d, sluice_send(d), SLUICE_OK);
+    CHECK_RC(x, sluice_send(x), SLUICE_OK);
+    unlock_readings(lock);
+    CHECK_RC(d, flush_verbose(d, 120000), SLUICE_OK);
+    CHECK_RC(x, flush_verbose(x, 120000), SLUICE_OK);
+    sluice_get_stats(d, &st);
+    fprintf(stderr, "  with the seq file: seqs %llu..%llu after the reboot, %llu duplicates\n",
+            (unsigned long long)(st.last_seq - 2), (unsigned long long)st.last_seq,
+            (unsigned long long)st.batches_duplicate);
+    CHECK(st.last_seq == 67 && st.batches_duplicate == 0 && st.readings_accepted == 3000);
+    sluice_stats sx;
+    sluice_get_stats(x, &sx);
+    fprintf(stderr, "  without it (control): seqs 1..%llu again, %llu of 3 batches dropped as duplicates\n",
+            (unsigned long long)sx.last_seq, (unsigned long long)sx.batches_duplicate);
+    CHECK(sx.batches_duplicate == 3); /* the hazard the seq file removes */
+    sluice_close(d);
+    sluice_close(x);
+
+    /* Life 3, nothing held back: resumes at the stored mark again. */
+    d = device(4, path);
+    CHECK_RC(d, feed(d, "it-reboot-c", t0, 1000), SLUICE_OK);
+    CHECK_RC(d, flush_verbose(d, 60000), SLUICE_OK);
+    sluice_get_stats(d, &st);
+    CHECK(st.last_seq == 129 && st.batches_duplicate == 0);
+    sluice_close(d);
+
+    CHECK(count_rows("WHERE device_id = 'it-reboot-a'") == 3000);
+    CHECK(count_rows("WHERE device_id = 'it-reboot-b'") == 3000);
+    CHECK(count_rows("WHERE device_id = 'it-reboot-c'") == 1000);
+    CHECK(duplicated_rows("it-reboot-%") == 0);
+    CHECK(count_rows("WHERE device_id = 'it-noseq-a'") == 3000);
+    CHECK(count_rows("WHERE device_id = 'it-noseq-b'") == 0);
+    uint8_t id[16];
+    producer_id(id, 4);
+    char uuid[40];
+    snprintf(uuid, sizeof uuid, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", id[0], id[1],
+             id[2], id[3], id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11], id[12], id[13], id[14], id[15]);
+    psql(db_url, out, sizeof out, "SELECT committed_seq FROM producers WHERE producer_id = '%s'", uuid);
+    CHECK(strcmp(out, "129") == 0);
+    unlink(path);
+}
+
 int main(void) {
     sluiced_path = getenv("SLUICED");
     const char *url = getenv("SLUICE_TEST_DATABASE_URL");
@@ -344,6 +478,7 @@ int main(void) {
     const char *bindir = getenv("SLUICE_TEST_PG_BINDIR");
     snprintf(psql_path, sizeof psql_path, "%s/psql", bindir ? bindir : "/usr/bin");
     if (access(psql_path, X_OK) != 0) snprintf(psql_path, sizeof psql_path, "/usr/bin/psql");
+    run_stamp = now_us();
     snprintf(admin_url, sizeof admin_url, "%s", url);
     snprintf(db_name, sizeof db_name, "libsluice_it_%d_%lld", (int)getpid(), (long long)(now_us() / 1000000));
     /* same URL, our database name instead of the path's */
@@ -368,6 +503,7 @@ int main(void) {
         RUN(a_hundred_thousand_readings_are_acked_and_stored);
         RUN(sending_waits_on_credit_while_postgres_is_held_back);
         RUN(a_killed_daemon_is_survived_with_every_reading_stored_exactly_once);
+        RUN(a_rebooted_device_resumes_its_seq_from_the_file_and_no_reading_is_dropped);
     } else {
         check_failures++;
     }
