@@ -43,7 +43,9 @@ public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
         case .flushTimedOut(let readings, let batches, let last):
             "gave up waiting: \(readings) readings in \(batches) batches are not acknowledged"
                 + (last.map { " (last problem: \($0))" } ?? "")
-                + "; they may or may not have been written: send them again with the same producer state file to be sure"
+                + "; they may or may not have been written. The client keeps resending them while it stays open, so "
+                + "flush again rather than close; readings sent again later get new seqs and are written twice if "
+                + "these did commit (compare the producer's committed_seq in PostgreSQL first)"
         case .closed:
             "the client is closed; create a new SluiceClient to send more"
         case .invalidInput(let message):

@@ -62,14 +62,12 @@ struct PipelineJob: Sendable {
 /// `concurrency` frames are worked on at once, whichever connections they come from. Results go back to the
 /// session, which re-sequences them into arrival order before they reach the writer pool.
 final class IngestPipeline: Sendable {
-    private let jobs: AsyncStream<PipelineJob>
-    private let continuation: AsyncStream<PipelineJob>.Continuation
+    private let jobs = PipelineQueue<PipelineJob>()
     private let concurrency: Int
     private let policy: ValidationPolicy
     private let registry: DeviceRegistryCache?
 
     init(concurrency: Int, policy: ValidationPolicy, registry: DeviceRegistryCache?) {
-        (jobs, continuation) = AsyncStream.makeStream(of: PipelineJob.self)
         self.concurrency = concurrency
         self.policy = policy
         self.registry = registry
@@ -78,28 +76,25 @@ final class IngestPipeline: Sendable {
     /// Queues a job. Memory is bounded upstream: a connection stops being read once it has
     /// `maxFramesInPipelinePerConnection` frames here, and batches are bounded by credit.
     func submit(_ job: PipelineJob) {
-        continuation.yield(job)
+        jobs.submit(job)
     }
 
     /// Ends the stream; `run` returns once the jobs already queued are done.
     func finish() {
-        continuation.finish()
+        jobs.finish()
     }
 
-    /// Runs the task group until `finish()`.
+    /// Runs the task group until `finish()`: `concurrency` workers, each taking one job at a time, so at most
+    /// that many frames are worked on at once.
     func run() async {
         await withTaskGroup(of: Void.self) { group in
-            var running = 0
-            for await job in jobs {
-                if running >= concurrency {
-                    await group.next()
-                    running -= 1
-                }
+            for _ in 0..<concurrency {
                 group.addTask { [self] in
-                    let result = await self.process(job)
-                    job.session.decoded(ticket: job.ticket, result)
+                    while let job = await jobs.next() {
+                        let result = await process(job)
+                        job.session.decoded(ticket: job.ticket, result)
+                    }
                 }
-                running += 1
             }
         }
     }
