@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOSSL
+import SluiceProtocol
 
 /// TLS for the connection to sluiced (for devices whose connections cross the internet).
 ///
@@ -96,7 +97,7 @@ struct TLSFailure: Equatable {
         switch error {
         case NIOSSLError.handshakeFailed(let underlying):
             let text = "\(underlying)"
-            let codes = Self.codes(in: text)
+            let codes = TLSReasonCodes.codes(in: text)
             if text.contains("EOF during handshake") {
                 self.init(reason: "the server closed the connection during the TLS handshake", fatal: false)
             } else if codes.contains("CERTIFICATE_VERIFY_FAILED") {
@@ -133,17 +134,5 @@ struct TLSFailure: Equatable {
     init(reason: String, fatal: Bool) {
         self.reason = reason
         self.fatal = fatal
-    }
-
-    /// BoringSSL's reason names (`CERTIFICATE_VERIFY_FAILED`) in an error description.
-    static func codes(in text: String) -> [String] {
-        var codes: [String] = []
-        var rest = Substring(text)
-        while let range = rest.range(of: "OPENSSL_internal:") {
-            let code = rest[range.upperBound...].prefix { $0.isUppercase || $0.isNumber || $0 == "_" }
-            if !code.isEmpty && !codes.contains(String(code)) { codes.append(String(code)) }
-            rest = rest[range.upperBound...]
-        }
-        return codes
     }
 }

@@ -184,7 +184,7 @@ final class TLSFailureHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         switch error {
         case NIOSSLError.handshakeFailed(let underlying):
-            let reasons = TLSReasons.codes(in: "\(underlying)")
+            let reasons = TLSReasonCodes.codes(in: "\(underlying)")
             if "\(underlying)".contains("EOF during handshake") {
                 // A peer that connects and leaves (a port probe, a health check): not worth an info line.
                 logger.debug("TLS handshake abandoned by the client")
@@ -204,7 +204,7 @@ final class TLSFailureHandler: ChannelInboundHandler {
         case let boring as BoringSSLError:
             logger.info(
                 "TLS error, closing the connection",
-                metadata: ["reason": "\(TLSReasons.explain(TLSReasons.codes(in: "\(boring)")))"])
+                metadata: ["reason": "\(TLSReasons.explain(TLSReasonCodes.codes(in: "\(boring)")))"])
             context.close(promise: nil)
         default:
             context.fireErrorCaught(error)
@@ -215,21 +215,8 @@ final class TLSFailureHandler: ChannelInboundHandler {
 @available(*, unavailable)
 extension TLSFailureHandler: Sendable {}
 
-/// BoringSSL's error stack as reason names (`CERTIFICATE_VERIFY_FAILED`), with a word for operators on the
-/// common ones.
+/// BoringSSL's reason names (see `TLSReasonCodes`), with a word for operators on the common ones.
 enum TLSReasons {
-    /// The reason names in a BoringSSL error description (`...:OPENSSL_internal:WRONG_VERSION_NUMBER at ...`).
-    static func codes(in text: String) -> [String] {
-        var codes: [String] = []
-        var rest = Substring(text)
-        while let range = rest.range(of: "OPENSSL_internal:") {
-            let code = rest[range.upperBound...].prefix { $0.isUppercase || $0.isNumber || $0 == "_" }
-            if !code.isEmpty && !codes.contains(String(code)) { codes.append(String(code)) }
-            rest = rest[range.upperBound...]
-        }
-        return codes
-    }
-
     static func explain(_ codes: [String]) -> String {
         let joined = codes.isEmpty ? "unknown reason" : codes.joined(separator: ", ")
         if codes.contains(where: { ["WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "UNKNOWN_PROTOCOL"].contains($0) }) {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SluiceClient
+import SluiceCore
 import Synchronization
 
 struct BenchCommand: AsyncParsableCommand {
@@ -161,21 +162,6 @@ struct WorkerResult: Sendable {
     var problem: String?
 }
 
-/// The load generator's random walk needs speed, not secrecy: `SystemRandomNumberGenerator` costs a `getrandom`
-/// system call per number, which was 70% of `sluice bench`'s CPU (taken from the server it is measuring).
-/// SplitMix64, seeded once per connection.
-struct BenchRandom: RandomNumberGenerator {
-    private var state = UInt64.random(in: .min ... .max)
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// One regular series: 1 s apart, values a random walk in steps of 0.01.
 struct SeriesState: Sendable {
     let deviceID: String
@@ -193,7 +179,7 @@ struct SeriesState: Sendable {
     static let span = 5 * 86_400
     static let origin = nowMicros() - 6 * 86_400 * 1_000_000
 
-    mutating func chunk(_ n: Int, random: inout BenchRandom) -> SeriesChunk {
+    mutating func chunk(_ n: Int, random: inout SplitMix64) -> SeriesChunk {
         var times = [Int64]()
         var values = [Double]()
         times.reserveCapacity(n)
@@ -257,7 +243,8 @@ struct BenchWorker: Sendable {
                 return (latency, transmitLatency)
             } : nil
         var series = self.series
-        var random = BenchRandom()
+        // Not the system generator: a `getrandom` call per reading was 70% of the load generator's CPU.
+        var random = SplitMix64()
         var cursor = 0
         var sent = 0
         var problem: String?

@@ -204,7 +204,7 @@ final class HostileCrowd: Sendable {
     }
 
     func misbehave() async throws -> Outcomes {
-        var rng = SeededGenerator(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var out = Outcomes()
         var closers: [Task<Bool, any Error>] = []
         var kinds: [String: Int] = [:]

@@ -48,25 +48,6 @@ import Testing
     }
 }
 
-/// SplitMix64: tiny, fast and the same on every platform, so a seed replays the same walk anywhere.
-struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) {
-        // Scramble the seed so neighbouring seeds give unrelated walks (not the same walk shifted by one).
-        var z = seed &+ 0x6A09_E667_F3BC_C909
-        z = (z ^ (z >> 33)) &* 0xFF51_AFD7_ED55_8CCD
-        z = (z ^ (z >> 33)) &* 0xC4CE_B9FE_1A85_EC53
-        state = z ^ (z >> 33)
-    }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// The model: N connections sharing one flow controller and one writer, wired as `SessionHandler` wires them.
 struct ChaosWorld {
     struct Stats {
@@ -112,7 +93,7 @@ struct ChaosWorld {
         var readings: Int
     }
 
-    var rng: SeededGenerator
+    var rng: SplitMix64
     var flow: FlowController
     var connections: [UInt64: Connection] = [:]
     var writer: [Write] = []
@@ -129,7 +110,7 @@ struct ChaosWorld {
     let maxBatch: Int
 
     init(seed: UInt64) {
-        rng = SeededGenerator(seed: seed)
+        rng = SplitMix64(seed: seed)
         let budget = Int.random(in: 200...3_000, using: &rng)
         flow = FlowController(
             configuration: .init(

@@ -282,7 +282,7 @@ import Testing
 
     @Test(arguments: [1.0, 0.25])
     func budgetIsNeverExceededUnderRandomTraffic(unprovenShare: Double) {
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         var flow = controller(
             budget: 5_000, maxWindow: 2_000, initialWindow: 300, minimumWindow: 20, unprovenShare: unprovenShare)
         var open: [UInt64] = []
@@ -318,18 +318,5 @@ import Testing
             let sum = open.reduce(0) { $0 + flow.ledger($1)!.outstanding }
             #expect(sum <= flow.outstanding)
         }
-    }
-}
-
-/// A tiny deterministic generator, so the random-traffic test replays the same way every run.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -5,7 +5,7 @@ import Testing
 
 @Suite struct TokenTableTests {
     func table() -> (TokenTable, String) {
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         let (token, entry) = TokenTable.makeToken(devicePrefix: "plant1.", name: "gateway 3", createdAt: 1_700_000_000, using: &rng)
         return (TokenTable(entries: [entry]), token)
     }
