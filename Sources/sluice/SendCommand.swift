@@ -70,10 +70,9 @@ struct SendCommand: AsyncParsableCommand {
         let progress = quiet ? nil : delivery.showProgress(
             every: tty ? .milliseconds(200) : .milliseconds(Int64(progressInterval * 1000)), reader: reader)
         let timeout = timeout.map { Duration.milliseconds(Int64($0 * 1000)) }
-        // The input runs in a task of its own, so that an interrupt ends the run even while it waits for
-        // input (an open pipe) or for room in the client's buffer. `stops` says which came first.
-        let (stops, stop) = AsyncStream.makeStream(of: Int32?.self)
-        let input = Task {
+        let code = await delivery.runInterruptibly(
+            interrupts, reader: reader, timeout: timeout, quiet: quiet, progress: progress, stateFile: stateFile
+        ) {
             var read = 0
             input: for await item in reader.items {
                 if interrupts.signalled != nil { break }
@@ -93,32 +92,11 @@ struct SendCommand: AsyncParsableCommand {
                     await delivery.inputFailed(message)
                 }
             }
-            stop.yield(nil)
             return read
-        }
-        let relay = Task { for await signal in interrupts.first { stop.yield(signal) } }
-        var first = stops.makeAsyncIterator()
-        let interrupted = await first.next() ?? nil
-        relay.cancel()
-        let code: Int32
-        if let interrupted {
-            reader.stop()
-            let wait = min(Self.interruptWait, timeout ?? Self.interruptWait)
-            let unacked = await delivery.client.statistics.readingsOutstanding
-            await Console.shared.note(
-                "sluice: interrupted: waiting up to \(Format.duration(wait.seconds)) for \(Format.count(unacked)) unacknowledged readings… (interrupt again to exit at once)")
-            code = await delivery.finish(
-                readingsRead: await delivery.client.statistics.readingsQueued, timeout: wait, quiet: quiet,
-                progress: progress, interruption: .init(signal: interrupted, stateFile: stateFile))
-        } else {
-            code = await delivery.finish(readingsRead: await input.value, timeout: timeout, quiet: quiet, progress: progress)
         }
         events.cancel()
         if code != 0 { throw ExitCode(code) }
     }
-
-    /// How long an interrupted send waits for outstanding acknowledgements.
-    static let interruptWait = Duration.seconds(5)
 }
 
 extension ReadingLineParser.Format: ExpressibleByArgument {}
