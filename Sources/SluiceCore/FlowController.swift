@@ -203,8 +203,9 @@ public struct FlowController: Sendable {
                 return []
             }
             withholding = nil
-            // Everybody short may be owed credit now: the waiting line first, then the rest, least served first.
-            let rest = ledgers.sorted { $0.value.outstanding < $1.value.outstanding }.map(\.key)
+            // Everybody short may be owed credit now: the waiting line first, then the rest, least served first
+            // (ties by connection id, so the same history always grants the same way).
+            let rest = ledgers.sorted { ($0.value.outstanding, $0.key) < ($1.value.outstanding, $1.key) }.map(\.key)
             for id in rest where !waiting.contains(id) { waiting.append(id) }
             return distribute(after: nil)
         }
