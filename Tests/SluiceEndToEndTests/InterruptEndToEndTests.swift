@@ -96,7 +96,10 @@ import Testing
         send.kill(SIGINT)
         let code = try await send.waitForExit(timeout: .seconds(30))
         #expect(code == 130)
-        #expect(ContinuousClock.now - again < .seconds(3))
+        // "At once" is proven by what is missing, not by a tight clock (a loaded CI machine can take seconds
+        // to reap a process): waiting out the 5 s would have printed the summary.
+        #expect(ContinuousClock.now - again < .seconds(10))
+        #expect(!send.stdout.contains("readings read"), "stdout: \(send.stdout)")
         #expect(send.stderr.contains("sluice: SIGINT again: exiting at once without waiting for acknowledgements"))
         await lock.release()
         await daemon.stop()

@@ -23,7 +23,8 @@ import Testing
         replay.kill(SIGINT)
         let code = try await replay.waitForExit(timeout: .seconds(30))
         #expect(code == 130, "stderr: \(replay.stderr.suffix(3000))")
-        #expect(ContinuousClock.now - signalled < .seconds(4))
+        // Well before the third block's hour: the wait for it was cancelled.
+        #expect(ContinuousClock.now - signalled < .seconds(10))
         #expect(replay.stderr.contains("sluice: interrupted: waiting up to 5.0 s for 0 unacknowledged readings…"))
         #expect(replay.stdout.contains("replay: 1,000 readings read, 1,000 acknowledged"), "stdout: \(replay.stdout)")
         #expect(replay.stdout.contains("written           1,000"))
@@ -44,8 +45,9 @@ import Testing
     @Test func sigtermWhileAcknowledgementsAreHeldBackWaitsFiveSecondsNamesWhatIsUnacknowledgedAndExits143() async throws {
         let url = try TestDatabase.freshDatabase(named: "e2e_replay_interrupt_sigterm")
         let daemon = try await Sluiced.start(databaseURL: url)
-        // A wide gap, so PostgreSQL is held back well before the second block is due.
-        let file = try recording(gap: 3)
+        // A wide gap, so PostgreSQL is held back well before the second block is due, even on a loaded machine
+        // (with 3 s, a CI run took the lock only after the second block had committed).
+        let file = try recording(gap: 8)
         defer { try? FileManager.default.removeItem(atPath: file) }
         let replay = try sluice(replayArguments(file, daemon))
         try await waitForRows(daemon, 500)
@@ -91,7 +93,10 @@ import Testing
         replay.kill(SIGINT)
         let code = try await replay.waitForExit(timeout: .seconds(30))
         #expect(code == 130)
-        #expect(ContinuousClock.now - again < .seconds(3))
+        // "At once" is proven by what is missing, not by a tight clock (a loaded CI machine can take seconds
+        // to reap a process): waiting out the 5 s would have printed the summary.
+        #expect(ContinuousClock.now - again < .seconds(10))
+        #expect(!replay.stdout.contains("readings read"), "stdout: \(replay.stdout)")
         #expect(replay.stderr.contains("sluice: SIGINT again: exiting at once without waiting for acknowledgements"))
         await lock.release()
         // Only the first block was ever sent: the second was not due yet when the replay was interrupted.
