@@ -101,6 +101,7 @@ let package = Package(
             name: "sluiced",
             dependencies: [
                 "SluiceServer", "SluiceStore", "SluiceCore",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -161,6 +162,7 @@ let package = Package(
             name: "SluiceServerTests",
             dependencies: [
                 "SluiceServer", "SluiceStore", "SluiceCore", "SluiceProtocol", "SluiceTestSupport",
+                "SluiceClient",  // TLSReloadTests: a client that verifies the reloaded certificate
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

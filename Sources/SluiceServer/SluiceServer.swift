@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -25,6 +26,8 @@ public final class SluiceServer: Service, Sendable {
     private struct Running: Sendable {
         var group: MultiThreadedEventLoopGroup
         var listener: any Channel
+        /// The context new ingest connections get; `reloadTLS()` swaps it. nil = plain TCP.
+        var tls: NIOLockedValueBox<NIOSSLContext>?
         var http: (any Channel)?
         var pool: WriterPool
         var coordinator: IngestCoordinator
@@ -106,8 +109,9 @@ public final class SluiceServer: Service, Sendable {
             coordinator: coordinator, pipeline: pipeline, pool: pool, configuration: configuration, logger: logger)
         let listener: any Channel
         var http: (any Channel)?
+        let tlsContext = tls.map { NIOLockedValueBox($0.context) }
         do {
-            listener = try await Self.bindIngest(group: group, context: context, tls: tls?.context)
+            listener = try await Self.bindIngest(group: group, context: context, tls: tlsContext)
             if let httpHost = configuration.httpHost {
                 let listen = "\(configuration.host):\(listener.localAddress?.port ?? 0)"
                 http = try await bindHTTP(
@@ -128,7 +132,7 @@ public final class SluiceServer: Service, Sendable {
             loops: Array(group.makeIterator()), logger: logger, factory: PrometheusMetricsFactory(registry: metricsRegistry))
         background.append(Task { await detector.run() })
         let running = Running(
-            group: group, listener: listener, http: http, pool: pool, coordinator: coordinator, pipeline: pipeline,
+            group: group, listener: listener, tls: tlsContext, http: http, pool: pool, coordinator: coordinator, pipeline: pipeline,
             pipelineTask: pipelineTask, metrics: metrics, background: background, localPort: listener.localAddress?.port ?? 0,
             httpPort: http?.localAddress?.port)
         phase.withLockedValue { $0 = .running(running) }
@@ -188,6 +192,35 @@ public final class SluiceServer: Service, Sendable {
         logger.info("tokens reloaded", metadata: ["tokens": "\(tokens.entries.count)"])
     }
 
+    /// Re-reads the TLS certificate chain and key from the paths given at start (SIGHUP in `sluiced`), so a
+    /// renewed certificate needs no restart. Connections accepted afterwards get the new one; open connections
+    /// keep theirs. If the files are unusable, the current certificate stays in use and the error (a
+    /// `TLSSetupError` naming the file and the reason, as at start-up) is logged and thrown.
+    ///
+    /// - Returns: when the new certificate expires; nil when TLS is off or the server is not running.
+    @discardableResult
+    public func reloadTLS() async throws -> Date? {
+        guard let setting = configuration.tls,
+            let box = phase.withLockedValue({ p -> NIOLockedValueBox<NIOSSLContext>? in
+                if case .running(let r) = p { r.tls } else { nil }
+            })
+        else { return nil }
+        let loaded: ServerTLS.Loaded
+        do {
+            // File I/O and BoringSSL set-up block: NIO's thread pool, not an event loop or the cooperative pool.
+            loaded = try await NIOThreadPool.singleton.runIfActive { try ServerTLS.load(setting) }
+        } catch {
+            logger.error("TLS reload failed; keeping the current certificate", metadata: ["error": "\(error)"])
+            throw error
+        }
+        box.withLockedValue { $0 = loaded.context }
+        logger.notice(
+            "TLS certificate reloaded",
+            metadata: ["certificate": "\(loaded.certificatePath)", "not_valid_after": "\(loaded.notValidAfter)"])
+        loaded.warnIfExpired(logger: logger)
+        return loaded.notValidAfter
+    }
+
     /// Drains and stops: stop accepting, send `GoAway`, stop granting credit, commit what is queued, send the
     /// last acks, close. Connections still owed acks after `drainTimeout` are closed anyway (their clients
     /// resend after reconnecting; nothing is lost or written twice).
@@ -229,7 +262,7 @@ public final class SluiceServer: Service, Sendable {
     // MARK: - Listeners
 
     private static func bindIngest(
-        group: MultiThreadedEventLoopGroup, context: ServerContext, tls: NIOSSLContext?
+        group: MultiThreadedEventLoopGroup, context: ServerContext, tls: NIOLockedValueBox<NIOSSLContext>?
     ) async throws -> any Channel {
         let configuration = context.configuration
         return try await ServerBootstrap(group: group)
@@ -245,8 +278,12 @@ public final class SluiceServer: Service, Sendable {
                     let session = SessionHandler(
                         server: context, limits: limits, progress: progress, isLoopbackPeer: Self.isLoopback(peer),
                         peer: peerText)
-                    // With TLS, its handlers come first: everything after them sees plaintext.
-                    let tlsHandlers = tls.map { ServerTLS.channelHandlers($0, logger: context.logger, peer: peerText) } ?? []
+                    // With TLS, its handlers come first: everything after them sees plaintext. The context is
+                    // read per connection, so one swapped in by `reloadTLS()` serves the next accept.
+                    let tlsHandlers =
+                        tls.map {
+                            ServerTLS.channelHandlers($0.withLockedValue { $0 }, logger: context.logger, peer: peerText)
+                        } ?? []
                     let handlers: [any ChannelHandler] = tlsHandlers + [
                         ReadProgressHandler(progress: progress),
                         ByteToMessageHandler(FrameDecoder(expectsPreface: true, limits: limits)),

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metrics
 import NIOCore
+import NIOPosix
 import Prometheus
 import ServiceLifecycle
 import SluiceCore
@@ -50,6 +51,8 @@ struct Serve: AsyncParsableCommand {
 
             TLS: with --tls-cert and --tls-key (both, or neither) the ingest listener speaks only TLS; clients \
             connect with `sluice send --tls` (a certificate from a public CA) or `--tls-ca ca.pem` (a private CA). \
+            SIGHUP re-reads both files (a renewed certificate): new connections get it, open ones keep theirs, and \
+            a bad file keeps the current certificate (logged as an error). \
             /status and /metrics stay plain HTTP. libsluice speaks plain TCP: put a TLS terminator such as \
             stunnel in front of it.
             """)
@@ -242,11 +245,13 @@ struct Daemon: Service {
         }
         let reloader = Task { [server, tokenPath, logger, logLevel, reloadSettings] in
             for await _ in await UnixSignalsSequence(trapping: .sighup) {
-                systemd.notify("RELOADING=1\nSTATUS=reloading tokens and log level")
+                systemd.notify("RELOADING=1\nSTATUS=reloading tokens, log level and TLS certificate")
                 do {
-                    let settings = try reloadSettings()
-                    let level = try Serve.logLevel(settings)
-                    let tokens = try TokenFile.load(tokenPath)
+                    // The config and token files are blocking reads: NIO's thread pool, not the cooperative pool.
+                    let (level, tokens) = try await NIOThreadPool.singleton.runIfActive {
+                        let settings = try reloadSettings()
+                        return (try Serve.logLevel(settings), try TokenFile.load(tokenPath))
+                    }
                     server.reloadTokens(tokens)
                     if level != logLevel.level {
                         logger.notice("log level changed", metadata: ["from": "\(logLevel.level)", "to": "\(level)"])
@@ -255,6 +260,9 @@ struct Daemon: Service {
                 } catch {
                     logger.error("reload failed; keeping the current tokens and log level", metadata: ["error": "\(error)"])
                 }
+                // Same certificate and key paths as at start (not re-resolved from the settings). A bad file keeps
+                // the current certificate; reloadTLS logs either outcome itself.
+                _ = try? await server.reloadTLS()
                 systemd.notify("READY=1\nSTATUS=listening on \(listen)")
             }
         }

@@ -28,8 +28,9 @@ struct Sluiced: AsyncParsableCommand {
 
             Every setting can come from a flag, an environment variable SLUICE_<NAME> (e.g. SLUICE_DATABASE_URL) \
             or a config file line "name = value"; a flag beats the environment, which beats the file. \
-            SIGTERM drains (GoAway, last acks, exit 0); SIGHUP reloads the token file. Status and Prometheus \
-            metrics: curl 127.0.0.1:7879/status, curl 127.0.0.1:7879/metrics.
+            SIGTERM drains (GoAway, last acks, exit 0); SIGHUP reloads the token file, the log level and the TLS \
+            certificate and key (open connections stay up). Status and Prometheus metrics: \
+            curl 127.0.0.1:7879/status, curl 127.0.0.1:7879/metrics.
             """,
         version: "0.1.0",
         subcommands: [Serve.self, TokenCommand.self],
