@@ -8,7 +8,7 @@ struct SendCommand: AsyncParsableCommand {
         discussion: """
             CSV lines are device,metric,timestamp,value[,quality] (a header line is skipped); JSON lines are \
             objects with "device", "metric", "timestamp", "value" and optionally "quality". Timestamps are RFC \
-            3339 (2024-05-01T12:00:00.5Z) or Unix seconds, milliseconds or microseconds, told apart by \
+            3339 (2024-05-01T12:00:00.5Z) or Unix seconds, milliseconds, microseconds or nanoseconds, told apart by \
             magnitude. Lines that cannot be read are reported with their line number and skipped.
 
             Progress goes to stderr (a bar on a terminal, plain lines otherwise); the summary to stdout. Exit \

@@ -77,7 +77,8 @@ struct TokenCommand: ParsableCommand {
             let before = table.entries.count
             table.entries.removeAll { $0.id == id }
             guard table.entries.count < before else {
-                throw ValidationError("no token with id \(id) in \(path): see `sluiced token list`")
+                // Not a usage mistake: no usage text, exit status 1.
+                throw SettingsError("no token with id \(id) in \(path): see `sluiced token list`")
             }
             try TokenFile.save(table, to: path)
             print("revoked \(id); send SIGHUP to a running sluiced to apply it")

@@ -47,6 +47,16 @@ import Testing
         #expect(daemon.log.contains("bad.conf:2: unknown setting \"listen_port\""))
     }
 
+    @Test func revokingAnUnknownTokenSaysSoWithoutUsageText() async throws {
+        let dir = try temporaryDirectory("revoke-unknown")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let daemon = try SluicedProcess.launch(["token", "revoke", "--token-file", dir + "/tokens", "nope"])
+        #expect(try await daemon.waitForExit() == 1)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(daemon.log.contains("no token with id nope in \(dir)/tokens: see `sluiced token list`"), "\(daemon.log)")
+        #expect(!daemon.log.contains("Usage:"), "\(daemon.log)")
+    }
+
     @Test func tokensAreCreatedListedUsedAndRevoked() async throws {
         let url = try TestDatabase.freshDatabase(named: "srv_cmd_tokens")
         let dir = try temporaryDirectory("tokens")

@@ -22,7 +22,7 @@ public enum TimestampParser {
     public static func parse(_ text: String) -> Result<Int64, TimestampError> { parse(Substring(text)) }
 
     static func describe(_ text: Substring) -> String {
-        "timestamp \"\(text.prefix(40))\" is neither RFC 3339 (2024-05-01T12:00:00Z) nor Unix seconds, ms or µs"
+        "timestamp \"\(text.prefix(40))\" is neither RFC 3339 (2024-05-01T12:00:00Z) nor Unix seconds, ms, µs or ns"
     }
 
     private static func isDigit(_ b: UInt8) -> Bool { b >= 48 && b <= 57 }
