@@ -57,15 +57,12 @@ struct ClientTLSSetup: Sendable {
     }
 
     private static func loadCertificates(_ path: String) throws(ClientError) -> [NIOSSLCertificate] {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw .tlsSetup("TLS CA file \(path) does not exist")
+        let data: [UInt8]
+        switch PEMFile.read(path, what: "TLS CA file") {
+        case .success(let bytes): data = bytes
+        case .failure(let error): throw .tlsSetup(error.description)
         }
-        guard !isDirectory.boolValue else { throw .tlsSetup("TLS CA file \(path) is a directory, not a PEM file") }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw .tlsSetup("TLS CA file \(path) cannot be read (check its permissions)")
-        }
-        let certificates = try? NIOSSLCertificate.fromPEMBytes(Array(data))
+        let certificates = try? NIOSSLCertificate.fromPEMBytes(data)
         guard let certificates, !certificates.isEmpty else {
             throw .tlsSetup("TLS CA file \(path) holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)")
         }

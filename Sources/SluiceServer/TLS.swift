@@ -97,16 +97,9 @@ enum ServerTLS {
     }
 
     private static func readFile(_ path: String, what: String) throws -> [UInt8] {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw TLSSetupError("\(what) \(path) does not exist")
-        }
-        guard !isDirectory.boolValue else { throw TLSSetupError("\(what) \(path) is a directory, not a PEM file") }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw TLSSetupError("\(what) \(path) cannot be read (check its permissions)")
-        }
+        let data = try PEMFile.read(path, what: what).mapError { TLSSetupError($0.description) }.get()
         guard !data.isEmpty else { throw TLSSetupError("\(what) \(path) is empty") }
-        return Array(data)
+        return data
     }
 
     /// The handlers that go first in an ingest connection's pipeline when TLS is on.

@@ -33,6 +33,16 @@ import Testing
         }
     }
 
+    /// Two certificate sets from unrelated CAs, with the first one's certificate and key installed as the
+    /// files the server is started with.
+    func twoCAsWithTheFirstLive() async throws -> (TestCertificates, TestCertificates, LiveFiles) {
+        let first = try await TestCertificates.make()
+        let second = try await TestCertificates.make()
+        let live = LiveFiles(in: first.directory)
+        try live.install(first)
+        return (first, second, live)
+    }
+
     func client(port: Int, trusting ca: String) async throws -> SluiceClient {
         try await SluiceClient(
             configuration: SluiceClientConfiguration(
@@ -61,14 +71,11 @@ import Testing
     }
 
     @Test func aCertificateFromAnotherCAReloadedServesNewClientsWhileAnOpenConnectionKeepsWorking() async throws {
-        let first = try await TestCertificates.make()
-        let second = try await TestCertificates.make()
+        let (first, second, live) = try await twoCAsWithTheFirstLive()
         defer {
             first.remove()
             second.remove()
         }
-        let live = LiveFiles(in: first.directory)
-        try live.install(first)
         let server = try await TestServer.start(database: "srv_tls_reload_ca") {
             $0.tls = .init(certificateChainPath: live.certificate, privateKeyPath: live.key)
         }
@@ -137,14 +144,11 @@ import Testing
     }
 
     @Test func sighupMakesSluicedServeARenewedCertificateAndABadOneLeavesItRunning() async throws {
-        let first = try await TestCertificates.make()
-        let second = try await TestCertificates.make()
+        let (first, second, live) = try await twoCAsWithTheFirstLive()
         defer {
             first.remove()
             second.remove()
         }
-        let live = LiveFiles(in: first.directory)
-        try live.install(first)
         let url = try TestDatabase.freshDatabase(named: "srv_tls_reload_sighup")
         let (daemon, port) = try await SluicedProcess.start([
             "--tls-cert", live.certificate, "--tls-key", live.key, "--listen", "127.0.0.1:0", "--http", "off",

@@ -179,16 +179,23 @@ static void producer_id(uint8_t out[16], uint8_t id_byte) {
     out[15] = id_byte;
 }
 
-static sluice_client *new_client(uint8_t id_byte, size_t memory) {
-    char ep[64];
-    snprintf(ep, sizeof ep, "127.0.0.1:%d", daemon_port);
+/* The settings every client of these tests shares: the daemon under test, its own producer id, quick
+   reconnects. `ep` must outlive the client's creation. */
+static sluice_config daemon_config(char ep[64], uint8_t id_byte) {
+    snprintf(ep, 64, "127.0.0.1:%d", daemon_port);
     sluice_config cfg;
     sluice_config_init(&cfg);
     cfg.endpoints = ep;
     producer_id(cfg.producer_id, id_byte);
-    cfg.memory_limit = memory;
     cfg.reconnect_min_ms = 50;
     cfg.reconnect_max_ms = 500;
+    return cfg;
+}
+
+static sluice_client *new_client(uint8_t id_byte, size_t memory) {
+    char ep[64];
+    sluice_config cfg = daemon_config(ep, id_byte);
+    cfg.memory_limit = memory;
     cfg.io_timeout_ms = 1000; /* a blocking send gives up after 1 s when the daemon is down or out of credit */
     sluice_client *c = sluice_create(&cfg);
     CHECK_RC(c, sluice_err(c), SLUICE_OK);
@@ -362,14 +369,8 @@ static void a_killed_daemon_is_survived_with_every_reading_stored_exactly_once(v
    readings, so Welcome.committed_seq cannot cover them yet). */
 static sluice_client *device(uint8_t id_byte, const char *seq_path) {
     char ep[64];
-    snprintf(ep, sizeof ep, "127.0.0.1:%d", daemon_port);
-    sluice_config cfg;
-    sluice_config_init(&cfg);
-    cfg.endpoints = ep;
-    producer_id(cfg.producer_id, id_byte);
+    sluice_config cfg = daemon_config(ep, id_byte);
     cfg.max_batch_readings = 1000;
-    cfg.reconnect_min_ms = 50;
-    cfg.reconnect_max_ms = 500;
     cfg.io_timeout_ms = 5000;
     if (seq_path != NULL) sluice_config_seq_file(&cfg, seq_path);
     sluice_client *c = sluice_create(&cfg);
