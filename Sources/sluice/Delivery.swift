@@ -14,6 +14,8 @@ final class Delivery: Sendable {
     let client: SluiceClient
     private let started = ContinuousClock.now
     private let notes = Mutex(Notes())
+    /// The task turning client events into notes; `finish` waits for it so the summary lists every rejection.
+    private let eventWatcher = Mutex<Task<Void, Never>?>(nil)
     private let command: String
 
     private struct Notes {
@@ -37,7 +39,7 @@ final class Delivery: Sendable {
 
     /// Turns client events into messages until the client closes.
     func watchEvents() -> Task<Void, Never> {
-        Task {
+        let watcher = Task {
             var disconnectedSince: ContinuousClock.Instant?
             for await event in client.events {
                 switch event {
@@ -67,6 +69,8 @@ final class Delivery: Sendable {
                 }
             }
         }
+        eventWatcher.withLock { $0 = watcher }
+        return watcher
     }
 
     private func describe(_ r: ReadingRejection, seq: UInt64) -> String {
@@ -147,6 +151,9 @@ final class Delivery: Sendable {
         } catch {
             fatal = "\(error)"
         }
+        // Closing ends the event stream: once the watcher has read it to the end, every ack's rejections
+        // are in the notes (without this wait, a short run could print its summary before them).
+        if let watcher = eventWatcher.withLock({ $0 }) { await watcher.value }
         progress?.cancel()
         let s = await client.statistics
         let elapsed = (ContinuousClock.now - started).seconds

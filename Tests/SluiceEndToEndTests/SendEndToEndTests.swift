@@ -35,6 +35,22 @@ import Testing
         await daemon.stop()
     }
 
+    @Test func aShortSendListsTheReadingTheServerDeadLetteredAndWhy() async throws {
+        let daemon = try await Sluiced.start(databaseURL: try TestDatabase.freshDatabase(named: "e2e_send_nan"))
+        // Three lines: the run ends right after its one ack, so the summary must wait for that ack's reasons.
+        let file = try temporaryFile(csvLines(0..<2) + "dev-9,temp_c,\(csvBase),NaN\n")
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let send = try sluice(["send", file, "--server", "127.0.0.1:\(daemon.port)"])
+        let code = try await send.waitForExit()
+        #expect(code == 1)
+        #expect(send.stdout.contains("dead-lettered     1"))
+        #expect(send.stderr.contains("rejected by the server:"), "stderr: \(send.stderr)")
+        #expect(send.stderr.contains("(dev-9 temp_c at "), "stderr: \(send.stderr)")
+        #expect(send.stderr.contains("VALUE_NOT_FINITE: value is NaN"), "stderr: \(send.stderr)")
+        #expect(try await daemon.rowCount() == 2)
+        await daemon.stop()
+    }
+
     @Test func aSIGKILLedDaemonIsReconnectedToAndEveryReadingLandsExactlyOnce() async throws {
         let url = try TestDatabase.freshDatabase(named: "e2e_send_sigkill")
         let first = try await Sluiced.start(databaseURL: url)
