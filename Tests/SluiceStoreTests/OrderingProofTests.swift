@@ -25,15 +25,28 @@ import Testing
         // The disturbances run on their own connection, in steps between the submits, so every kind meets
         // batches in flight whatever the machine's speed; what is checked does not depend on the timing.
         let chaos = try TestConnection(url: url)
-        func disturb(_ step: Int) throws {
+        var readOnlyStalls = 0
+        func disturb(_ step: Int, seq: UInt64) async throws {
             switch step % 6 {
-            case 0: try chaos.query("ALTER TABLE readings ADD CONSTRAINT proof_nonnegative CHECK (value >= 0)")
+            case 0:
+                // Negative readings already stored (from while the constraint was dropped) are older than
+                // the cutoff, so the constraint can be added; every later one is refused.
+                let cutoff = start + Int64(seq + 1) * 1_000_000
+                try chaos.query(
+                    """
+                    ALTER TABLE readings ADD CONSTRAINT proof_nonnegative
+                        CHECK (value >= 0 OR time < to_timestamp(\(cutoff)::float8 / 1000000))
+                    """)
             case 1: try terminateBackends(of: application, via: chaos)
             case 2: try chaos.query("ALTER TABLE readings DROP CONSTRAINT proof_nonnegative")
             case 3:
                 try chaos.query("ALTER DATABASE \(name) SET default_transaction_read_only = on")
                 try terminateBackends(of: application, via: chaos)
-            case 4: try chaos.query("ALTER DATABASE \(name) RESET default_transaction_read_only")
+            case 4:
+                // The batches submitted since the database went read-only cannot commit: the writers must
+                // be stalled on it (no guessing how long that takes: the pool says so).
+                if try await stall(of: pool, sqlState: "25006") != nil { readOnlyStalls += 1 }
+                try chaos.query("ALTER DATABASE \(name) RESET default_transaction_read_only")
             default: try terminateBackends(of: application, via: chaos)
             }
         }
@@ -55,15 +68,12 @@ import Testing
                 }
             }
             if seq % 6 == 0 {
-                try disturb(step)
+                try await disturb(step, seq: seq)
                 step += 1
                 try await Task.sleep(nanoseconds: 30_000_000)
             }
         }
-        // End in a sane state: constraint in place (so late batches are refused too), writable.
-        if step % 6 <= 2 {
-            _ = try? chaos.query("ALTER TABLE readings ADD CONSTRAINT proof_nonnegative CHECK (value >= 0)")
-        }
+        // End writable, so that everything can commit.
         try chaos.query("ALTER DATABASE \(name) RESET default_transaction_read_only")
         try terminateBackends(of: application, via: chaos)
         #expect(await counter.wait(seconds: 240), "every batch completes")
@@ -87,6 +97,9 @@ import Testing
         #expect(stored + dead == total, "\(stored) stored + \(dead) dead-lettered")
         #expect(dead == outcomes.reduce(0) { $0 + $1.outcome.refused.count }, "the outcomes tell what was dead-lettered")
         #expect(try check.scalar("SELECT count(*) FROM dead_letters WHERE reason_code <> 6 OR value >= 0") == 0)
+        #expect(dead > 0, "the constraint refused readings")
+        #expect(try check.scalar("SELECT count(*) FROM readings WHERE value < 0") > 0, "and was dropped for a while")
+        #expect(readOnlyStalls == 1, "the read-only database stalled the writers")
         // Exactly once: no (device, time) twice, within or across the two tables.
         let distinct = try check.scalar(
             """
