@@ -588,6 +588,7 @@ func rejectCodeName(_ code: RejectCode) -> String {
     case .inFuture: "IN_FUTURE"
     case .badDeviceID: "BAD_DEVICE_ID"
     case .badMetric: "BAD_METRIC"
+    case .databaseRefused: "DATABASE_REFUSED"
     case .UNRECOGNIZED(let raw): "REJECT_\(raw)"
     }
 }

@@ -115,7 +115,7 @@ final class IngestPipeline: Sendable {
             switch message.kind {
             case .batch(let b): batch = b
             case .ping(let p): return .ping(nonce: p.nonce)
-            case .pong: return .pong
+            case .pong, .creditRequest: return .pong
             case .hello: return .hello
             case nil: return .broken(WireError(.protocolError, "ClientFrame has no message set"))
             }

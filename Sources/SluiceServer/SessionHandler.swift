@@ -150,7 +150,7 @@ final class SessionHandler: ChannelInboundHandler {
         case .hello(let hello): perform(machine.helloReceived(hello))
         case .batch(let batch): dispatch(.decoded(batch))
         case .ping(let ping): perform(machine.pingReceived(nonce: ping.nonce))
-        case .pong, nil: break
+        case .pong, .creditRequest, nil: break
         }
     }
 
