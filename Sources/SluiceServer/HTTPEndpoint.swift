@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import SluiceStore
 
 /// `GET /status` (JSON for `sluice status`) and `GET /metrics` (Prometheus text) on the HTTP listener.
 final class HTTPEndpointHandler: ChannelInboundHandler {
@@ -77,13 +78,15 @@ struct StatusReport: Sendable {
     var creditHeldReadings: Int
     var commitLatencyP99Ms: Double
     var databaseReachable: Bool
+    /// Why the writers are not committing, and for how long, nil when they are.
+    var writerStall: WriterStall? = nil
 
     var json: String {
         func number(_ x: Double) -> String {
             let rounded = (x * 10).rounded() / 10
             return rounded.isFinite ? String(rounded) : "0"
         }
-        let fields: [(String, String)] = [
+        var fields: [(String, String)] = [
             ("version", "\"\(SluiceServer.version)\""),
             ("uptime_seconds", number(uptimeSeconds)),
             ("listen", "\"\(listen)\""),
@@ -98,6 +101,28 @@ struct StatusReport: Sendable {
             ("commit_latency_p99_ms", number(commitLatencyP99Ms)),
             ("database", databaseReachable ? "\"ok\"" : "\"unreachable\""),
         ]
+        if let writerStall {
+            fields.append(("writer_stalled_seconds", number(writerStall.seconds)))
+            fields.append(("writer_stall_reason", Self.jsonString(writerStall.reason)))
+            fields.append(("writer_stall_sqlstate", writerStall.sqlState.map(Self.jsonString) ?? "null"))
+        }
         return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
+    }
+
+    /// `text` as a JSON string literal.
+    static func jsonString(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
     }
 }

@@ -132,7 +132,9 @@ final class IngestCoordinator: Sendable {
     /// Feeds the writer pool's signals to the flow controller (called a few times a second).
     func observe(_ stats: WriterPoolStats) {
         let (grants, held, inFlight, withheld, waiting) = state.withLockedValue { s in
-            let grants = s.flow.observe(queueDepth: stats.queuedReadings, commitLatencyP99: stats.commitLatencyP99Seconds)
+            // A stalled writer commits nothing however short the queue: withhold credit as for a slow commit.
+            let latency = stats.stall == nil ? stats.commitLatencyP99Seconds : .infinity
+            let grants = s.flow.observe(queueDepth: stats.queuedReadings, commitLatencyP99: latency)
             return (grants, s.flow.creditHeld, s.flow.outstanding, s.flow.withholding != nil, s.flow.waitingConnections)
         }
         metrics.observe(stats: stats, creditHeld: held, inFlight: inFlight, withheld: withheld, waiting: waiting)

@@ -39,6 +39,19 @@ struct PreparedBatch: Sendable {
     var accepted: Int
     var rejected: Int
     var reasons: [Rejection]
+    /// Indices (in the client's batch) of the readings validation rejected, ascending.
+    var rejectedIndices: [Int] = []
+
+    /// The index in the client's batch of the `row`-th reading of `write` (accepted readings keep their
+    /// order, so it is the row-th index validation did not reject).
+    static func wireIndex(ofRow row: Int, rejectedIndices: [Int]) -> Int {
+        var index = row
+        for rejected in rejectedIndices {
+            guard rejected <= index else { break }
+            index += 1
+        }
+        return index
+    }
 }
 
 /// One frame to decode, validate and enrich.
@@ -154,7 +167,8 @@ final class IngestPipeline: Sendable {
         return PreparedBatch(
             seq: batch.seq, readings: readings,
             write: WriteBatch(producer: producer, seq: batch.seq, series: series, deadLetters: deadLetters),
-            accepted: batch.acceptedCount, rejected: batch.rejected.count, reasons: batch.firstReasons)
+            accepted: batch.acceptedCount, rejected: batch.rejected.count, reasons: batch.firstReasons,
+            rejectedIndices: batch.rejected.map(\.index))
     }
 
     static func nowMicros() -> Int64 {

@@ -40,6 +40,7 @@ final class ServerMetrics: Sendable {
     private let writerErrors: Counter
     private let reconnects: Counter
     private let databaseUp: Gauge
+    private let writerStalled: Gauge
     private let creditWithheld: Gauge
     private let creditWaiting: Gauge
     private let errorsSent: Counter
@@ -71,6 +72,10 @@ final class ServerMetrics: Sendable {
         writerErrors = registry.makeCounter(descriptor: describe("sluice_writer_errors_total", "Failed writer transactions and connection attempts"))
         reconnects = registry.makeCounter(descriptor: describe("sluice_writer_reconnects_total", "Writer reconnections"))
         databaseUp = registry.makeGauge(descriptor: describe("sluice_database_up", "1 while PostgreSQL is reachable"))
+        writerStalled = registry.makeGauge(
+            descriptor: describe(
+                "sluice_writer_stalled_seconds",
+                "How long a writer has been retrying a group PostgreSQL refuses for reasons not about the data (0: none); /status says why"))
         creditWaiting = registry.makeGauge(descriptor: describe("sluice_credit_waiting_connections", "Connections left short of their share, waiting for budget"))
         creditWithheld = registry.makeGauge(descriptor: describe("sluice_credit_withheld", "1 while credit is withheld (queue or latency above target)"))
         errorsSent = registry.makeCounter(descriptor: describe("sluice_errors_sent_total", "Error frames sent to clients"))
@@ -135,6 +140,7 @@ final class ServerMetrics: Sendable {
         queueDepth.set(Double(stats.queuedReadings))
         commitLatencyP99.set(stats.commitLatencyP99Seconds)
         databaseUp.set(stats.databaseReachable ? 1.0 : 0.0)
+        writerStalled.set(stats.stall?.seconds ?? 0)
         creditWithheld.set(withheld ? 1.0 : 0.0)
         let (errors, reconnectCount) = totals.withLockedValue { t -> (Int, Int) in
             defer {

@@ -187,10 +187,27 @@ final class SessionHandler: ChannelInboundHandler {
     func batchCommitted(seq: UInt64, _ outcome: BatchOutcome) {
         let commit: SessionStateMachine.Commit
         switch outcome {
-        case .committed:
+        case .committed(let refused):
+            // Rows PostgreSQL refused went to dead_letters: the ack counts them there (rows are already
+            // indices in the client's batch, mapped in submit).
+            if !refused.isEmpty, var ack = pendingAcks[seq] {
+                ack.accepted -= UInt32(clamping: min(refused.count, Int(ack.accepted)))
+                ack.rejected += UInt32(clamping: refused.count)
+                ack.reasons = Array((ack.reasons + refused.map(Self.rejection)).sorted { $0.index < $1.index }
+                    .prefix(ValidatedBatch.maxReasons))
+                pendingAcks[seq] = ack
+            }
             let ack = pendingAcks[seq]
             commit = .committed(accepted: Int(ack?.accepted ?? 0), rejected: Int(ack?.rejected ?? 0))
-        case .duplicate:
+        case .duplicate(let accepted, let rejected):
+            // The counts of the original outcome, from the database; this resend's validation reasons hold
+            // only if they agree with it.
+            if var ack = pendingAcks[seq] {
+                if Int(ack.rejected) != rejected { ack.reasons = [] }
+                ack.accepted = UInt32(clamping: accepted)
+                ack.rejected = UInt32(clamping: rejected)
+                pendingAcks[seq] = ack
+            }
             commit = .duplicate
         case .failed(let reason):
             pendingAcks[seq] = nil
@@ -198,6 +215,15 @@ final class SessionHandler: ChannelInboundHandler {
             commit = .failed(reason)
         }
         performAll(machine.committed(seq: seq, commit))
+    }
+
+    /// A reading PostgreSQL refused, as an Ack reason (code 6, REJECT_CODE_DATABASE_REFUSED).
+    private static func rejection(_ refused: RefusedReading) -> Rejection {
+        var rejection = Rejection()
+        rejection.index = UInt32(clamping: refused.row)
+        rejection.code = RejectCode(rawValue: Int(databaseRefusedReasonCode)) ?? .unspecified
+        rejection.message = refused.reason
+        return rejection
     }
 
     func creditGranted(_ readings: Int) {
@@ -365,10 +391,16 @@ final class SessionHandler: ChannelInboundHandler {
             let id = connectionID
             let handle = self.handle
             let (accepted, rejected) = (batch.accepted, batch.rejected)
+            let rejectedIndices = batch.rejectedIndices
             let start = ContinuousClock.now
             server.pool.submit(batch.write) { outcome in
                 // Runs on a writer thread after COMMIT: free the budget first, then hop to the session for the ack.
-                coordinator.metrics.batchFinished(outcome, accepted: accepted, rejected: rejected, latency: .now - start)
+                let outcome = outcome.mappingRefusedRows {
+                    PreparedBatch.wireIndex(ofRow: $0, rejectedIndices: rejectedIndices)
+                }
+                let refused = outcome.refused.count
+                coordinator.metrics.batchFinished(
+                    outcome, accepted: accepted - refused, rejected: rejected + refused, latency: .now - start)
                 coordinator.batchFinished(id, readings: readings)
                 handle?.committed(seq: seq, outcome)
             }

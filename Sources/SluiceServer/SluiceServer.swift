@@ -311,7 +311,8 @@ public final class SluiceServer: Service, Sendable {
                 batchesDuplicate: totals.batchesDuplicate, batchesRejected: totals.batchesRejected,
                 readingsAccepted: totals.readingsAccepted, readingsRejected: totals.readingsRejected,
                 queueDepthReadings: stats.queuedReadings, creditHeldReadings: coordinator.creditHeld,
-                commitLatencyP99Ms: stats.commitLatencyP99Seconds * 1000, databaseReachable: stats.databaseReachable
+                commitLatencyP99Ms: stats.commitLatencyP99Seconds * 1000, databaseReachable: stats.databaseReachable,
+                writerStall: stats.stall
             ).json
         }
         let prometheus: @Sendable () -> [UInt8] = {

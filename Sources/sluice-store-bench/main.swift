@@ -222,7 +222,7 @@ struct StoreBench {
                 credit.wait()
                 done.enter()
                 pool.submit(batch) { outcome in
-                    if outcome != .committed { failures.record(outcome) }
+                    if !outcome.isCommitted { failures.record(outcome) }
                     credit.signal()
                     done.leave()
                 }

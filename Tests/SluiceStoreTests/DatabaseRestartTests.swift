@@ -54,14 +54,14 @@ import Testing
         #expect(committedBeforeRestart < producers.count * rounds / 2, "the restart happened mid-stream")
         // What a client does after reconnecting: resend what it is unsure of. All of it is already there.
         for seq in [1, 10, 20, 30] as [UInt64] {
-            #expect(await pool.submit(batch(0, seq)) == .duplicate)
+            #expect(await pool.submit(batch(0, seq)) == .duplicate(accepted: perBatch, rejected: 0))
         }
         let stats = pool.stats
         await pool.shutdown()
 
         let outcomes = log.all
         #expect(outcomes.count == producers.count * rounds)
-        #expect(outcomes.allSatisfy { $0.outcome == .committed || $0.outcome == .duplicate }, "\(outcomes.filter { $0.outcome != .committed && $0.outcome != .duplicate }.prefix(3))")
+        #expect(outcomes.allSatisfy { $0.outcome == .committedWhole || $0.outcome.isDuplicate }, "\(outcomes.filter { $0.outcome != .committedWhole && !$0.outcome.isDuplicate }.prefix(3))")
         for producer in producers {
             #expect(outcomes.filter { $0.producer == producer }.map(\.seq) == Array(1...UInt64(rounds)))
         }

@@ -9,8 +9,8 @@ import Testing
         let pool = try await startedPool(url: url)
         let producer = ProducerID.random()
         let batch = WriteBatch(producer: producer, seq: 1, series: [makeSeries(device: "dev-1", count: 500, start: nowMicros())])
-        #expect(await pool.submit(batch) == .committed)
-        #expect(await pool.submit(batch) == .duplicate)
+        #expect(await pool.submit(batch) == .committedWhole)
+        #expect(await pool.submit(batch) == .duplicate(accepted: 500, rejected: 0))
         #expect(try await pool.committedSeq(of: producer) == 1)
         #expect(try await pool.committedSeq(of: .random()) == 0)
         let stats = pool.stats
@@ -26,10 +26,10 @@ import Testing
         let producer = ProducerID.random()
         let batch = WriteBatch(producer: producer, seq: 7, series: [makeSeries(device: "dev-1", count: 100, start: nowMicros())])
         let first = try await startedPool(url: url)
-        #expect(await first.submit(batch) == .committed)
+        #expect(await first.submit(batch) == .committedWhole)
         await first.shutdown()
         let second = try await startedPool(url: url, writers: 3)  // another writer count: another mapping
-        #expect(await second.submit(batch) == .duplicate)
+        #expect(await second.submit(batch) == .duplicate(accepted: 100, rejected: 0))
         #expect(try await second.committedSeq(of: producer) == 7)
         await second.shutdown()
         #expect(try TestConnection(url: url).scalar("SELECT count(*) FROM readings") == 100)
@@ -42,10 +42,10 @@ import Testing
         func batch(_ seq: UInt64) -> WriteBatch {
             WriteBatch(producer: producer, seq: seq, series: [makeSeries(device: "dev-\(seq)", count: 10, start: nowMicros())])
         }
-        #expect(await pool.submit(batch(1)) == .committed)
-        #expect(await pool.submit(batch(5_000_000_000)) == .committed)  // days of batches later
-        #expect(await pool.submit(batch(5)) == .duplicate)
-        #expect(await pool.submit(batch(5_000_000_001)) == .committed)
+        #expect(await pool.submit(batch(1)) == .committedWhole)
+        #expect(await pool.submit(batch(5_000_000_000)) == .committedWhole)  // days of batches later
+        #expect(await pool.submit(batch(5)) == .duplicate(accepted: 10, rejected: 0))
+        #expect(await pool.submit(batch(5_000_000_001)) == .committedWhole)
         #expect(try await pool.committedSeq(of: producer) == 5_000_000_001)
         await pool.shutdown()
         let connection = try TestConnection(url: url)
@@ -60,9 +60,9 @@ import Testing
         func batch(_ seq: UInt64) -> WriteBatch {
             WriteBatch(producer: producer, seq: seq, series: [makeSeries(device: "dev-\(seq)", count: 3, start: nowMicros())])
         }
-        #expect(await pool.submit(batch(1)) == .committed)
+        #expect(await pool.submit(batch(1)) == .committedWhole)
         try TestConnection(url: url).query("DELETE FROM producers")
-        #expect(await pool.submit(batch(2)) == .committed)
+        #expect(await pool.submit(batch(2)) == .committedWhole)
         #expect(try await pool.committedSeq(of: producer) == 2)
         await pool.shutdown()
         #expect(try TestConnection(url: url).scalar("SELECT count(*) FROM readings") == 6)
@@ -80,7 +80,7 @@ import Testing
             pool.submit(batch) { log.record(producer, 1, $0); counter.done() }
         }
         #expect(await counter.wait(seconds: 30))
-        #expect(log.all.map(\.outcome) == [.committed, .duplicate, .duplicate])
+        #expect(log.all.map(\.outcome) == [.committedWhole, .duplicate(accepted: 50, rejected: 0), .duplicate(accepted: 50, rejected: 0)])
         await pool.shutdown()
         #expect(try TestConnection(url: url).scalar("SELECT count(*) FROM readings") == 50)
     }
@@ -107,7 +107,7 @@ import Testing
         for producer in producers {
             let seen = log.all.filter { $0.producer == producer }
             #expect(seen.map(\.seq) == Array(1...UInt64(batchesEach)), "completions in submission order")
-            #expect(seen.allSatisfy { $0.outcome == .committed })
+            #expect(seen.allSatisfy { $0.outcome == .committedWhole })
             #expect(try await pool.committedSeq(of: producer) == UInt64(batchesEach))
         }
         await pool.shutdown()

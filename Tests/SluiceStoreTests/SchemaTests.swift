@@ -12,8 +12,8 @@ import Testing
         async let second = startedPool(url: url)
         let pools = try await [first, second]
         let producer = ProducerID.random()
-        #expect(await pools[0].submit(WriteBatch(producer: producer, seq: 1, series: [makeSeries(device: "d", count: 3, start: nowMicros())])) == .committed)
-        #expect(await pools[1].submit(WriteBatch(producer: producer, seq: 1, series: [makeSeries(device: "d", count: 3, start: nowMicros())])) == .duplicate)
+        #expect(await pools[0].submit(WriteBatch(producer: producer, seq: 1, series: [makeSeries(device: "d", count: 3, start: nowMicros())])) == .committedWhole)
+        #expect(await pools[1].submit(WriteBatch(producer: producer, seq: 1, series: [makeSeries(device: "d", count: 3, start: nowMicros())])) == .duplicate(accepted: 3, rejected: 0))
         for pool in pools { await pool.shutdown() }
         // And once more on the migrated database: nothing changes, the data stays.
         let third = try await startedPool(url: url)
@@ -46,7 +46,7 @@ import Testing
         let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_default_move"))
         let pool = try await startedPool(url: url)
         let inFiveDays = nowMicros() + 5 * 86_400_000_000
-        #expect(await pool.submit(WriteBatch(producer: .random(), seq: 1, series: [makeSeries(device: "d", count: 4, start: inFiveDays)])) == .committed)
+        #expect(await pool.submit(WriteBatch(producer: .random(), seq: 1, series: [makeSeries(device: "d", count: 4, start: inFiveDays)])) == .committedWhole)
         await pool.shutdown()
         let connection = try TestConnection(url: url)
         #expect(try connection.scalar("SELECT count(*) FROM readings_default") == 4)

@@ -99,3 +99,38 @@ func makeOwnCluster(_ name: String) throws -> (cluster: PostgresCluster, directo
         logger: testLogger())
     return (cluster, directory)
 }
+
+/// A started pool whose connections carry `applicationName`, so a test can find (and terminate) exactly
+/// its writers' backends in `pg_stat_activity`.
+func startedPool(
+    url: String, writers: Int, applicationName: String, maxGroupReadings: Int = 20_000,
+    stallErrorAfter: Double = 60
+) async throws -> WriterPool {
+    let pool = WriterPool(
+        configuration: .init(
+            databaseURL: url, writers: writers, maxGroupReadings: maxGroupReadings, reconnectInitialDelay: 0.02,
+            reconnectMaxDelay: 0.3, applicationName: applicationName, stallErrorAfter: stallErrorAfter),
+        logger: testLogger())
+    try await pool.start()
+    return pool
+}
+
+/// A unique application_name for one test's pool.
+func uniqueApplicationName(_ prefix: String) -> String { "\(prefix)-\(UInt32.random(in: 0 ... .max))" }
+
+/// Waits until `pool` reports a stall whose SQLSTATE is `sqlState`; the stall it saw, nil after `seconds`.
+/// Polls the pool's own state: no sleeping for a guessed time.
+func stall(of pool: WriterPool, sqlState: String?, within seconds: Double = 60) async throws -> WriterStall? {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if let stall = pool.stall, stall.sqlState == sqlState { return stall }
+        try await Task.sleep(nanoseconds: 10_000_000)
+    }
+    return nil
+}
+
+/// Terminates the backends of the pool named `applicationName` (not the test's own connections).
+func terminateBackends(of applicationName: String, via connection: TestConnection) throws {
+    try connection.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '\(applicationName)'")
+}

@@ -18,7 +18,7 @@ import Testing
         let series = RowSeries(
             deviceID: device, metric: "temp.c", times: times, values: values,
             quality: [0, 1, UInt32(Int32.max), UInt32.max, 7, 8, 9], site: nil, unit: "°C", enrichmentPartial: true)
-        #expect(await pool.submit(WriteBatch(producer: .random(), seq: 1, series: [series])) == .committed)
+        #expect(await pool.submit(WriteBatch(producer: .random(), seq: 1, series: [series])) == .committedWhole)
         await pool.shutdown()
 
         let rows = try TestConnection(url: url).query(
@@ -37,27 +37,32 @@ import Testing
         }
     }
 
-    @Test func aValuePostgresRefusesFailsOnlyItsBatch() async throws {
+    @Test func valuesPostgresRefusesAreDeadLetteredAndTheRestOfTheirBatchesCommit() async throws {
         let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_refused"))
         let pool = try await startedPool(url: url, writers: 1)
         let blocker = ProducerID.random()
         let producer = ProducerID.random()
         let start = nowMicros()
         // Hold the blocker's producers row so the batches after it queue up and are taken as one group.
-        #expect(await pool.submit(WriteBatch(producer: blocker, seq: 1, series: [])) == .committed)
+        #expect(await pool.submit(WriteBatch(producer: blocker, seq: 1, series: [])) == .committedWhole)
         let lock = try TestConnection(url: url)
         try lock.query("BEGIN; SELECT 1 FROM producers WHERE producer_id = '\(blocker)' FOR UPDATE")
 
         let log = OutcomeLog()
         let counter = CompletionCounter()
+        var nulSeries = makeSeries(device: "nul\0byte", count: 3, start: start)
+        nulSeries.quality = [0, 7, 0]
         let batches = [
             WriteBatch(producer: blocker, seq: 2, series: [makeSeries(device: "blocker", count: 10, start: start)]),
             WriteBatch(producer: producer, seq: 1, series: [makeSeries(device: "good-1", count: 10, start: start)]),
-            WriteBatch(producer: producer, seq: 2, series: [makeSeries(device: "nul\0byte", count: 10, start: start)]),
+            WriteBatch(
+                producer: producer, seq: 2,
+                series: [makeSeries(device: "good-2", count: 4, start: start), nulSeries,
+                         makeSeries(device: "good-2b", count: 2, start: start)]),
             WriteBatch(producer: producer, seq: 3, series: [makeSeries(device: "good-3", count: 10, start: start)]),
             WriteBatch(
                 producer: producer, seq: 4,
-                series: [RowSeries(deviceID: "far-past", metric: "m", times: [.min], values: [1])]),
+                series: [RowSeries(deviceID: "far-past", metric: "m", times: [start, .min, start], values: [1, 2, 3])]),
             WriteBatch(producer: producer, seq: 5, series: [makeSeries(device: "good-5", count: 10, start: start)]),
         ]
         counter.expect(batches.count)
@@ -66,23 +71,31 @@ import Testing
         }
         try await Task.sleep(nanoseconds: 200_000_000)
         try lock.query("COMMIT")
-        #expect(await counter.wait(seconds: 30))
+        #expect(await counter.wait(seconds: 60))
 
         let outcomes = log.all
         #expect(outcomes.map(\.seq) == [2, 1, 2, 3, 4, 5])
-        #expect(outcomes[0].outcome == .committed && outcomes[1].outcome == .committed)
-        #expect(outcomes[3].outcome == .committed && outcomes[5].outcome == .committed)
-        guard case .failed(let nul) = outcomes[2].outcome, case .failed(let range) = outcomes[4].outcome else {
-            Issue.record("the NUL byte and the out-of-range time should fail their batches: \(outcomes)")
-            return
-        }
-        #expect(nul.contains("seq 2") && nul.contains("\(producer)") && nul.contains("0x00"))
-        #expect(range.contains("seq 4") && range.contains("out of range"))
-        #expect(pool.stats.failedBatches == 2)
+        for index in [0, 1, 3, 5] { #expect(outcomes[index].outcome == .committedWhole) }
+        let nul = outcomes[2].outcome.refused
+        #expect(outcomes[2].outcome.isCommitted && nul.map(\.series) == [1, 1, 1] && nul.map(\.index) == [0, 1, 2])
+        #expect(nul.map(\.row) == [4, 5, 6], "rows count across the batch's series")
+        #expect(nul.allSatisfy { $0.reason.contains("0x00") && $0.sqlState?.hasPrefix("22") == true })
+        let range = outcomes[4].outcome.refused
+        #expect(range.count == 1 && range.first?.row == 1 && range.first?.reason.contains("out of range") == true)
+        let stats = pool.stats
+        #expect(stats.failedBatches == 0 && stats.refusedReadings == 4 && stats.stall == nil)
         await pool.shutdown()
         let connection = try TestConnection(url: url)
-        #expect(try connection.scalar("SELECT count(*) FROM readings") == 40)
-        #expect(try connection.scalar("SELECT count(DISTINCT device_id) FROM readings WHERE device_id LIKE 'good-%'") == 3)
+        #expect(try connection.scalar("SELECT count(*) FROM readings") == 10 + 10 + 6 + 10 + 2 + 10)
+        #expect(try connection.scalar("SELECT count(*) FROM dead_letters WHERE reason_code = 6") == 4)
+        let letters = try connection.query(
+            "SELECT seq, device_id, quality, time_us, reason FROM dead_letters ORDER BY seq, quality, time_us")
+        #expect(letters.map { $0[0] } == ["2", "2", "2", "4"])
+        #expect(letters.prefix(3).allSatisfy { $0[1] == "nul\u{FFFD}byte" } && letters[2][2] == "7")
+        #expect(letters[3][1] == "far-past" && letters[3][3] == "\(Int64.min)")
+        #expect(letters.allSatisfy { $0[4]?.contains("SQLSTATE") == true })
+        #expect(try connection.scalar("SELECT min(committed_seq) FROM producers") == 2)
+        #expect(try connection.scalar("SELECT max(committed_seq) FROM producers") == 5)
     }
 
     @Test func deadLettersAreWrittenWithTheirReasonsInTheBatchsTransaction() async throws {
@@ -98,8 +111,8 @@ import Testing
                            reason: "device id has characters outside [A-Za-z0-9._:-]"),
             ])
         #expect(batch.readingCount == 7)
-        #expect(await pool.submit(batch) == .committed)
-        #expect(await pool.submit(batch) == .duplicate)
+        #expect(await pool.submit(batch) == .committedWhole)
+        #expect(await pool.submit(batch) == .duplicate(accepted: 5, rejected: 2), "a resend gets the counts of the first outcome")
         await pool.shutdown()
         let connection = try TestConnection(url: url)
         let rows = try connection.query(
@@ -168,7 +181,7 @@ import Testing
         // Two callers shutting down at once (the daemon's drain and its service group): both return drained.
         let other = Task { await pool.shutdown() }
         await pool.shutdown()
-        #expect(log.all.count == 100 && log.all.allSatisfy { $0.outcome == .committed })
+        #expect(log.all.count == 100 && log.all.allSatisfy { $0.outcome == .committedWhole })
         await other.value
         #expect(try TestConnection(url: url).scalar("SELECT count(*) FROM readings") == 40_000)
     }
@@ -178,7 +191,7 @@ import Testing
         let pool = try await startedPool(url: url, writers: 1, queueCapacity: 1_000)
         let producer = ProducerID.random()
         // Hold the producer's row so nothing commits while the queue fills.
-        #expect(await pool.submit(WriteBatch(producer: producer, seq: 1, series: [])) == .committed)
+        #expect(await pool.submit(WriteBatch(producer: producer, seq: 1, series: [])) == .committedWhole)
         let lock = try TestConnection(url: url)
         try lock.query("BEGIN; SELECT 1 FROM producers WHERE producer_id = '\(producer)' FOR UPDATE")
         let start = nowMicros()
@@ -197,7 +210,7 @@ import Testing
         #expect(stats.inFlightReadings == 1_800 && stats.queueCapacityReadings == 1_000)
         #expect(stats.queuedReadings >= 600)  // batch 4 waits outside the writer queues
         try lock.query("COMMIT")
-        #expect(await waiting.value == .committed)
+        #expect(await waiting.value == .committedWhole)
         #expect(await counter.wait(seconds: 30))
         #expect(log.all.map(\.seq) == [2, 3])
         stats = pool.stats

@@ -19,11 +19,11 @@ final class ReadingsCopyEncoder {
 
     init() {}
 
-    /// Appends every row of `series` to `buffer`, calling `flush` whenever the buffer holds at least
-    /// `flushThreshold` bytes (flush must send and empty it). The series' columns must have equal lengths
-    /// (quality may be empty); `WriteBatch.structuralProblem` is checked before anything is queued.
+    /// Appends the rows `rows` (all when nil) of `series` to `buffer`, calling `flush` whenever the buffer
+    /// holds at least `flushThreshold` bytes (flush must send and empty it). The series' columns must have
+    /// equal lengths (quality may be empty); `WriteBatch.structuralProblem` is checked before anything is queued.
     func encode(
-        _ series: RowSeries, into buffer: CopyBuffer, flushThreshold: Int,
+        _ series: RowSeries, rows: Range<Int>? = nil, into buffer: CopyBuffer, flushThreshold: Int,
         flush: (CopyBuffer) throws -> Void
     ) rethrows {
         prefix.removeAll()
@@ -42,16 +42,18 @@ final class ReadingsCopyEncoder {
         let rowSize = prefixSize + Self.variablePartSize
         let rowCount = series.times.count
         precondition(series.values.count == rowCount, "series columns differ in length (checked at submit)")
+        let range = rows ?? 0..<rowCount
+        precondition(range.lowerBound >= 0 && range.upperBound <= rowCount, "rows \(range) outside the series")
         let hasQuality = !series.quality.isEmpty
 
         try series.times.withUnsafeBufferPointer { times in
             try series.values.withUnsafeBufferPointer { values in
                 try series.quality.withUnsafeBufferPointer { quality in
-                    var row = 0
-                    while row < rowCount {
+                    var row = range.lowerBound
+                    while row < range.upperBound {
                         if buffer.count >= flushThreshold { try flush(buffer) }
                         let fitting = max(1, (flushThreshold - buffer.count) / rowSize)
-                        let end = min(rowCount, row + fitting)
+                        let end = min(range.upperBound, row + fitting)
                         buffer.reserve((end - row) * rowSize)
                         var out = buffer.base + buffer.count
                         for index in row..<end {
@@ -77,39 +79,36 @@ final class ReadingsCopyEncoder {
     }
 }
 
-/// Encodes dead letters as binary COPY rows for `dead_letters` (rare, so simplicity over speed).
+/// Encodes dead letters as binary COPY rows for `dead_letters` (rare, so simplicity over speed; the writer
+/// streams them in chunks like readings, so a group's dead letters never need one buffer of their own).
 enum DeadLetterCopyEncoder {
     static let copyStatement =
         "COPY dead_letters (producer_id, seq, device_id, metric, time_us, value, quality, reason_code, reason) "
         + "FROM STDIN (FORMAT binary)"
 
-    /// Appends one row per dead letter of `batch`.
-    static func encode(_ batch: WriteBatch, into buffer: CopyBuffer) {
-        let producerBytes = batch.producer.bytes
-        for letter in batch.deadLetters {
-            buffer.append(int16: 9)
-            buffer.append(int32: 16)
-            buffer.append(bytes: producerBytes)
-            buffer.append(int32: 8)
-            buffer.append(int64: Int64(bitPattern: batch.seq))
-            CopyBinaryFormat.appendText(storable(letter.deviceID), to: buffer)
-            CopyBinaryFormat.appendText(storable(letter.metric), to: buffer)
-            buffer.append(int32: 8)
-            buffer.append(int64: letter.timeMicros)  // raw, as received: it may be out of any range
-            buffer.append(int32: 8)
-            buffer.append(int64: Int64(bitPattern: letter.value.bitPattern))
-            buffer.append(int32: 4)
-            buffer.append(int32: Int32(bitPattern: letter.quality))
-            buffer.append(int32: 4)
-            buffer.append(int32: letter.reasonCode)
-            CopyBinaryFormat.appendText(storable(letter.reason), to: buffer)
-        }
+    /// Appends the row of one dead letter of batch `seq` of `producer`. Device id and metric over 64 bytes
+    /// are stored as prefix + length + hash, reasons cut to 2,000 bytes, NULs replaced (`DeadLetterText`).
+    static func encode(_ letter: DeadLetter, producer: ProducerID, seq: UInt64, into buffer: CopyBuffer) {
+        buffer.append(int16: 9)
+        buffer.append(int32: 16)
+        buffer.append(bytes: producer.bytes)
+        buffer.append(int32: 8)
+        buffer.append(int64: Int64(bitPattern: seq))
+        CopyBinaryFormat.appendText(DeadLetterText.identifier(letter.deviceID), to: buffer)
+        CopyBinaryFormat.appendText(DeadLetterText.identifier(letter.metric), to: buffer)
+        buffer.append(int32: 8)
+        buffer.append(int64: letter.timeMicros)  // raw, as received: it may be out of any range
+        buffer.append(int32: 8)
+        buffer.append(int64: Int64(bitPattern: letter.value.bitPattern))
+        buffer.append(int32: 4)
+        buffer.append(int32: Int32(bitPattern: letter.quality))
+        buffer.append(int32: 4)
+        buffer.append(int32: letter.reasonCode)
+        CopyBinaryFormat.appendText(DeadLetterText.reason(letter.reason), to: buffer)
     }
 
-    /// A dead letter records bad input, which may hold NUL characters PostgreSQL cannot store in text: they
-    /// become U+FFFD so the record is kept rather than failing the whole batch.
-    static func storable(_ text: String) -> String {
-        guard text.utf8.contains(0) else { return text }
-        return String(text.map { $0 == "\0" ? "\u{FFFD}" : $0 })
+    /// Every dead letter of `batch` (tests and benchmarks; the writer encodes row by row).
+    static func encode(_ batch: WriteBatch, into buffer: CopyBuffer) {
+        for letter in batch.deadLetters { encode(letter, producer: batch.producer, seq: batch.seq, into: buffer) }
     }
 }

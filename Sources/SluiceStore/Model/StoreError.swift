@@ -10,6 +10,9 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
     case cluster(String)
     /// Bad input handed to the store.
     case invalidArgument(String)
+    /// The database's schema was migrated by a newer sluiced than this one: running would write rows a
+    /// schema it does not know may not accept as it expects.
+    case schemaTooNew(found: Int, known: Int)
 
     public var description: String {
         switch self {
@@ -18,6 +21,9 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
         case .closed(let message): message
         case .cluster(let message): message
         case .invalidArgument(let message): message
+        case .schemaTooNew(let found, let known):
+            "the database schema is at version \(found), newer than version \(known), the newest this sluiced "
+                + "knows: a newer sluiced migrated it. Run that version (or newer) of sluiced; this one refuses to start"
         }
     }
 }

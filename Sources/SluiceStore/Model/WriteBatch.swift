@@ -97,11 +97,60 @@ public struct WriteBatch: Sendable {
 }
 
 /// What became of a submitted batch; delivered only after COMMIT succeeded, or when it cannot succeed.
+///
+/// Errors that are not about a batch's data never complete it: the writer retries until it commits
+/// (`WriterPool.stall` says why it is waiting). So `.failed` means only "not written, resend it".
 public enum BatchOutcome: Sendable, Equatable {
-    /// Its rows (and dead letters) were committed now.
-    case committed
-    /// (producer, seq) had already been committed; nothing was written again.
-    case duplicate
-    /// Retrying cannot fix it (e.g. PostgreSQL refused a value); the message says why.
+    /// Its rows (and dead letters) were committed now. `refused`: readings PostgreSQL refused for their data
+    /// (a constraint, a trigger, a value out of range), moved to `dead_letters` in the same transaction with
+    /// PostgreSQL's reason; every other row is in `readings`.
+    case committed(refused: [RefusedReading])
+    /// (producer, seq) had already been committed; nothing was written again. The counts are the original
+    /// outcome's: `rejected` = its rows in `dead_letters`, `accepted` = the batch's readings − that.
+    case duplicate(accepted: Int, rejected: Int)
+    /// Not written, and it will not be: the pool shut down before PostgreSQL came back, or the batch is
+    /// malformed. The message says why; the client resends it.
     case failed(String)
+
+    /// Committed now with every row in `readings`.
+    public static let committedWhole = BatchOutcome.committed(refused: [])
+
+    public var isCommitted: Bool { if case .committed = self { true } else { false } }
+    public var isDuplicate: Bool { if case .duplicate = self { true } else { false } }
+    /// Readings PostgreSQL refused in this commit (none for a duplicate or a failure).
+    public var refused: [RefusedReading] { if case .committed(let refused) = self { refused } else { [] } }
+
+    /// The same outcome with each refused reading's `row` replaced by `transform(row)`: for a caller that
+    /// knows where the batch's rows came from (the server: their index in the client's batch).
+    public func mappingRefusedRows(_ transform: (Int) -> Int) -> BatchOutcome {
+        guard case .committed(var refused) = self, !refused.isEmpty else { return self }
+        for i in refused.indices { refused[i].row = transform(refused[i].row) }
+        return .committed(refused: refused)
+    }
 }
+
+/// A reading PostgreSQL refused for its data; it went to `dead_letters` with `reasonCode` 6
+/// (`REJECT_CODE_DATABASE_REFUSED`) and `reason`.
+public struct RefusedReading: Sendable, Equatable {
+    /// Which series of the `WriteBatch`, and which reading of it (0-based).
+    public var series: Int
+    public var index: Int
+    /// The reading's position among all rows of the batch, counting across `series` in order (0-based).
+    public var row: Int
+    /// PostgreSQL's SQLSTATE (e.g. 23514 for a CHECK constraint), nil if it gave none.
+    public var sqlState: String?
+    /// PostgreSQL's message with the SQLSTATE, as stored in `dead_letters.reason`.
+    public var reason: String
+
+    public init(series: Int, index: Int, row: Int, sqlState: String?, reason: String) {
+        self.series = series
+        self.index = index
+        self.row = row
+        self.sqlState = sqlState
+        self.reason = reason
+    }
+}
+
+/// `RejectCode.databaseRefused` (REJECT_CODE_DATABASE_REFUSED) as stored in `dead_letters.reason_code`.
+/// SluiceStore does not depend on the protocol module, so the raw value lives here.
+public let databaseRefusedReasonCode: Int32 = 6

@@ -124,13 +124,20 @@ final class PGConnection {
     struct CopySink {
         fileprivate let connection: PGConnection
 
-        /// Hands `bytes` to libpq (which sends them, blocking this thread if the socket is full).
+        /// Hands `bytes` to libpq (which sends them, blocking this thread if the socket is full), in pieces
+        /// of at most 256 MiB: PQputCopyData takes an int32 length, so one call of 2 GiB or more would trap.
         func send(_ bytes: UnsafeRawBufferPointer) throws {
-            guard bytes.count > 0 else { return }
-            let sent = PQputCopyData(
-                connection.handle, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(bytes.count))
-            if sent != 1 { throw connection.connectionError() }
+            var offset = 0
+            while offset < bytes.count {
+                let size = min(bytes.count - offset, Self.maxPiece)
+                let sent = PQputCopyData(
+                    connection.handle, (bytes.baseAddress! + offset).assumingMemoryBound(to: CChar.self), Int32(size))
+                if sent != 1 { throw connection.connectionError() }
+                offset += size
+            }
         }
+
+        static let maxPiece = 256 << 20
     }
 
     private func streamCopy(produce: (CopySink) throws -> Void) throws {
@@ -182,7 +189,8 @@ final class PGConnection {
         if message.isEmpty { message = Self.trimmed(String(cString: PQresultErrorMessage(result))) }
         if message.isEmpty { message = Self.trimmed(String(cString: PQerrorMessage(handle))) }
         if message.isEmpty { message = "unexpected result \(String(cString: PQresStatus(PQresultStatus(result))))" }
-        return PGError(sqlState: state, message: message, connectionBroken: !isHealthy)
+        let context = PQresultErrorField(result, Int32(UInt8(ascii: "W"))).map { String(cString: $0) }
+        return PGError(sqlState: state, message: message, connectionBroken: !isHealthy, context: context)
     }
 
     private func connectionError() -> PGError {

@@ -2,7 +2,8 @@
 enum Migrator {
     /// Applies every migration the database lacks, in one transaction holding an advisory lock: a second
     /// daemon starting at the same moment waits for the first, then finds nothing left to do. Returns the
-    /// versions it applied.
+    /// versions it applied. A database migrated past the newest version known here is refused
+    /// (`StoreError.schemaTooNew`): an older daemon must not write into a schema it does not know.
     @discardableResult
     static func migrate(_ connection: PGConnection) throws -> [Int] {
         do {
@@ -16,6 +17,10 @@ enum Migrator {
                 );
                 """)
             let applied = Set(try connection.query("SELECT version FROM schema_migrations").compactMap { $0[0].flatMap { Int($0) } })
+            let known = Migrations.all.map(\.version).max() ?? 0
+            if let found = applied.max(), found > known {
+                throw StoreError.schemaTooNew(found: found, known: known)
+            }
             var newlyApplied: [Int] = []
             for migration in Migrations.all where !applied.contains(migration.version) {
                 try connection.execute(migration.sql)

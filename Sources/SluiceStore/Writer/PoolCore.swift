@@ -35,6 +35,10 @@ struct PoolState {
     var reconnects = 0
     var overCapacitySubmissions = 0
     var writerReachable: [Bool]
+    /// Why each writer is holding its group back, while it is (nil once it commits again).
+    var writerStalls: [WriterStall?]
+    /// Readings PostgreSQL refused for their data and the writers dead-lettered.
+    var refusedReadings = 0
     /// Producers with batches not yet completed, the writer they are pinned to and how many batches.
     /// A producer keeps its writer while it has batches in flight (so they commit in order); once it has
     /// none, its next batch may go to whichever writer has the least work, which keeps writers balanced.
@@ -47,6 +51,7 @@ struct PoolState {
     init(writers: Int) {
         writerQueues = Array(repeating: FIFO(), count: writers)
         writerReachable = Array(repeating: true, count: writers)
+        writerStalls = Array(repeating: nil, count: writers)
         writerLoad = Array(repeating: 0, count: writers)
     }
 
@@ -121,14 +126,24 @@ struct PoolState {
             committedBatches: committedBatches, duplicateBatches: duplicateBatches, failedBatches: failedBatches,
             writerErrors: writerErrors, reconnects: reconnects,
             databaseReachable: writerReachable.allSatisfy { $0 },
-            overCapacitySubmissions: overCapacitySubmissions)
+            overCapacitySubmissions: overCapacitySubmissions,
+            stall: writerStalls.compactMap { $0 }.min { $0.since < $1.since },
+            refusedReadings: refusedReadings)
     }
+}
+
+/// Faults tests inject into a real pool against a real PostgreSQL (nothing here is mocked).
+struct TestingHooks {
+    /// The next this many COMMITs that succeed are reported to the writer as a broken connection, as when
+    /// the connection breaks after the server committed and before its answer arrived.
+    var loseCommitReplies = 0
 }
 
 /// What `WriterPool` and its writer threads share.
 final class PoolCore: Sendable {
     let configuration: WriterPool.Configuration
     let state: Locked<PoolState>
+    let testing = Locked(TestingHooks())
     /// One per writer; signalled once per event that may give it work (or tell it to exit).
     let wakeUps: [DispatchSemaphore]
 
@@ -153,7 +168,9 @@ final class PoolCore: Sendable {
             }
             for outcome in outcomes {
                 switch outcome {
-                case .committed: state.committedBatches += 1
+                case .committed(let refused):
+                    state.committedBatches += 1
+                    state.refusedReadings += refused.count
                 case .duplicate: state.duplicateBatches += 1
                 case .failed: state.failedBatches += 1
                 }

@@ -9,9 +9,14 @@ import Logging
 ///   `maxGroupReadings` readings; a completion is delivered only after that transaction committed.
 /// - Dedup: `producers.committed_seq` is checked and advanced inside the same transaction as the rows, so a
 ///   resent batch is `.duplicate`, for ever — after a retry, a pool restart or a database restart.
-/// - A lost connection or a transient failure retries the group on a fresh connection with capped
-///   exponential backoff and jitter, until it commits (or `shutdown()` gives up after `drainTimeout`).
-/// - Data PostgreSQL refuses fails only the batch holding it (`.failed`), found by splitting the group.
+/// - A producer's seq N+1 never commits while seq N is unresolved, so no batch is ever failed and skipped:
+///   - an error that is not about the data (`SQLStateClass.notAboutTheData`: connection lost, read-only after
+///     a failover, lock timeout, disk full, permissions, ...) keeps the group and retries it with capped
+///     exponential backoff and jitter until it commits (or `shutdown()` gives up after `drainTimeout`);
+///     `stall` says why meanwhile, and an error is logged once a stall lasts `stallErrorAfter`;
+///   - readings PostgreSQL refuses for their data (a constraint, a trigger, a value out of range) are
+///     isolated row by row (`RowIsolation`) and dead-lettered with PostgreSQL's reason in the same
+///     transaction as the rest, which commits; the outcome lists them (`.committed(refused:)`).
 ///
 /// Completions run on the writer thread: keep them short (hop to your event loop or resume a task).
 public final class WriterPool: Sendable {
@@ -141,6 +146,12 @@ public final class WriterPool: Sendable {
         stats.queueCapacityReadings = core.configuration.queueCapacityReadings
         return stats
     }
+
+    /// Why a writer is not committing, nil while none is stalled (the longest-stalled writer's reason).
+    public var stall: WriterStall? { core.state.withLock { $0.writerStalls.compactMap { $0 }.min { $0.since < $1.since } } }
+
+    /// Tests: the next `count` successful COMMITs look to the writer like a connection lost during COMMIT.
+    func loseNextCommitReplies(_ count: Int) { core.testing.withLock { $0.loseCommitReplies = count } }
 
     /// The highest seq of `producer` committed so far, 0 if none (what `Welcome.committed_seq` reports).
     public func committedSeq(of producer: ProducerID) async throws -> UInt64 {

@@ -1,3 +1,5 @@
+import Foundation
+
 extension WriterPool {
     /// How the pool connects, how many writers it runs and how much it buffers.
     public struct Configuration: Sendable {
@@ -24,13 +26,17 @@ extension WriterPool {
         public var partitionMaintenanceInterval: Double
         /// `application_name` of the connections, as seen in `pg_stat_activity`.
         public var applicationName: String
+        /// How long a writer may be stalled (retrying a group PostgreSQL will not take for reasons other
+        /// than its data: read-only, permissions, disk full, ...) before it logs an error, once per stall,
+        /// seconds. It keeps retrying regardless: a stalled batch is never failed or skipped.
+        public var stallErrorAfter: Double
 
         public init(
             databaseURL: String, writers: Int = 2, maxGroupReadings: Int = 20_000,
             queueCapacityReadings: Int = 1_000_000, reconnectInitialDelay: Double = 0.05,
             reconnectMaxDelay: Double = 2, drainTimeout: Double = 30, partitionDaysBack: Int = 7,
             partitionDaysAhead: Int = 3, partitionMaintenanceInterval: Double = 3600,
-            applicationName: String = "sluiced"
+            applicationName: String = "sluiced", stallErrorAfter: Double = 60
         ) {
             self.databaseURL = databaseURL
             self.writers = writers
@@ -43,6 +49,7 @@ extension WriterPool {
             self.partitionDaysAhead = partitionDaysAhead
             self.partitionMaintenanceInterval = partitionMaintenanceInterval
             self.applicationName = applicationName
+            self.stallErrorAfter = stallErrorAfter
         }
     }
 }
@@ -59,7 +66,7 @@ public struct WriterPoolStats: Sendable, Equatable {
     public var committedBatches: Int
     public var duplicateBatches: Int
     public var failedBatches: Int
-    /// Failed transactions and connection attempts (each is retried or bisected; none loses a batch).
+    /// Failed transactions and connection attempts (each is retried; none loses a batch).
     public var writerErrors: Int
     /// Connections re-established after a failure.
     public var reconnects: Int
@@ -69,12 +76,17 @@ public struct WriterPoolStats: Sendable, Equatable {
     public var queueCapacityReadings: Int
     /// Callback submits admitted while the pool was at capacity (the flow controller should prevent them).
     public var overCapacitySubmissions: Int
+    /// Why the longest-stalled writer is not committing, nil when none is (see `WriterStall`).
+    public var stall: WriterStall?
+    /// Readings PostgreSQL refused for their data, dead-lettered (`REJECT_CODE_DATABASE_REFUSED`).
+    public var refusedReadings: Int
 
     public init(
         queuedReadings: Int = 0, inFlightReadings: Int = 0, commitLatencyP50Seconds: Double = 0,
         commitLatencyP99Seconds: Double = 0, committedBatches: Int = 0, duplicateBatches: Int = 0,
         failedBatches: Int = 0, writerErrors: Int = 0, reconnects: Int = 0, databaseReachable: Bool = true,
-        queueCapacityReadings: Int = 0, overCapacitySubmissions: Int = 0
+        queueCapacityReadings: Int = 0, overCapacitySubmissions: Int = 0, stall: WriterStall? = nil,
+        refusedReadings: Int = 0
     ) {
         self.queuedReadings = queuedReadings
         self.inFlightReadings = inFlightReadings
@@ -88,5 +100,29 @@ public struct WriterPoolStats: Sendable, Equatable {
         self.databaseReachable = databaseReachable
         self.queueCapacityReadings = queueCapacityReadings
         self.overCapacitySubmissions = overCapacitySubmissions
+        self.stall = stall
+        self.refusedReadings = refusedReadings
     }
+}
+
+/// A writer holding its group back because PostgreSQL refuses it for a reason that is not about the data
+/// (read-only after a failover, a revoked permission, a full disk, the connection): it retries until the
+/// group commits. Credit should be withheld meanwhile; `/status` and the metrics say why.
+public struct WriterStall: Sendable, Equatable {
+    /// For people: what PostgreSQL said, with the SQLSTATE when it gave one.
+    public var reason: String
+    public var sqlState: String?
+    /// When the writer first failed to commit the group it still holds.
+    public var since: Date
+    public var writer: Int
+
+    public init(reason: String, sqlState: String?, since: Date, writer: Int) {
+        self.reason = reason
+        self.sqlState = sqlState
+        self.since = since
+        self.writer = writer
+    }
+
+    /// Seconds stalled so far.
+    public var seconds: Double { max(0, Date().timeIntervalSince(since)) }
 }

@@ -4,26 +4,27 @@ import Logging
 
 /// One writer: a thread that owns a libpq connection and commits its queue's batches in groups.
 ///
-/// Everything here runs on that thread; only `PoolCore` is shared. Per group: BEGIN; upsert and lock the
-/// producers' rows to learn their committed seqs; decide which batches are new (`GroupPlan`); one binary COPY
-/// of all new rows into `readings`; one of their dead letters; advance the producers' seqs; COMMIT; then —
-/// only then — the completions.
+/// Everything here runs on that thread; only `PoolCore` is shared. The loop takes groups from the writer's
+/// queue; `process` retries each until it commits (`GroupCommit` is one transaction) and only then delivers
+/// the completions.
 final class WriterThread {
-    private let index: Int
-    private let core: PoolCore
-    private let logger: Logger
+    let index: Int
+    let core: PoolCore
+    let logger: Logger
     private var connection: PGConnection?
-    private let encoder = ReadingsCopyEncoder()
-    private let buffer = CopyBuffer(capacity: 1 << 20)
+    let encoder = ReadingsCopyEncoder()
+    let buffer = CopyBuffer(capacity: 1 << 20)
+    /// The current stall has been logged at error level (once per stall).
+    private var stallReported = false
     private let backoff: Backoff
     private var nextPartitionCheck: DispatchTime
     private var hadConnection = false
     /// Producers whose `producers` row this writer has seen: their INSERT ... ON CONFLICT can be skipped.
     /// Only an optimisation: a row found missing (deleted by hand) drops the cache and retries the group.
-    private var knownProducers = Set<ProducerID>()
+    var knownProducers = Set<ProducerID>()
 
     /// Bytes handed to PQputCopyData at a time: large, so a COPY costs few calls.
-    private static let flushThreshold = 512 * 1024
+    static let flushThreshold = 512 * 1024
 
     /// Starts writer `index` on its own thread. `ready` is called once, on that thread, when the first
     /// connection succeeded (nil) or failed (the error; the thread then exits).
@@ -49,7 +50,7 @@ final class WriterThread {
         nextPartitionCheck = Self.deadline(after: core.configuration.partitionMaintenanceInterval)
     }
 
-    private var configuration: WriterPool.Configuration { core.configuration }
+    var configuration: WriterPool.Configuration { core.configuration }
 
     // MARK: - Loop
 
@@ -103,53 +104,106 @@ final class WriterThread {
 
     // MARK: - Groups
 
-    /// Commits `group` (retrying transient failures for as long as it takes), then completes its batches.
-    /// When PostgreSQL refuses the group's data, the group is split in halves, recursively, so that only the
-    /// offending batch fails.
-    private func process(_ group: ArraySlice<QueuedBatch>) {
+    /// Commits `group` whatever it takes, then completes its batches. Nothing here fails or skips a batch
+    /// (DESIGN §2: seq N+1 never commits while seq N is unresolved):
+    /// - PostgreSQL refusing rows for their data → the group is retried at once in isolating mode, which
+    ///   dead-letters exactly those rows (`GroupCommit`);
+    /// - anything else → the writer stalls: it keeps the group, reports why (`WriterPool.stall`) and retries
+    ///   with capped exponential backoff, for ever, until the pool is shut down and gives up (`abandon`).
+    func process(_ group: ArraySlice<QueuedBatch>) {
+        var state = GroupCommit.Attempts()
         var attempt = 0
         while true {
             if core.state.withLock({ $0.abandon }) {
-                finish(group, outcomes: group.map { _ in .failed(Self.abandonedMessage) }, latency: nil)
+                let outcomes = group.indices.map { position -> BatchOutcome in
+                    state.committing[position - group.startIndex] != nil
+                        ? .failed(Self.abandonedUnknownMessage) : .failed(Self.abandonedMessage)
+                }
+                endStall()
+                finish(group, outcomes: outcomes, latency: nil)
                 return
             }
             guard let connection = connectedOrNil(attempt: &attempt) else { continue }
             let started = DispatchTime.now()
             do {
-                let outcomes = try commit(group, on: connection)
+                let outcomes = try GroupCommit(writer: self, group: Array(group), connection: connection)
+                    .run(&state)
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+                endStall()
                 finish(group, outcomes: outcomes, latency: seconds)
                 return
-            } catch let error as PGError where error.isTransient {
-                countError()
-                logger.warning(
-                    "group of \(group.count) batches not committed, retrying",
-                    metadata: ["error": "\(error)", "attempt": "\(attempt)"])
-                rollbackOrDrop(connection, broken: error.connectionBroken)
-                sleep(seconds: backoff.delay(attempt: attempt))
-                attempt += 1
+            } catch let refusal as GroupCommit.DataRefusal {
+                // Not a stall: the data is at fault, and the next round isolates it. No backoff needed.
+                rollbackOrDrop(connection, broken: !connection.isHealthy)
+                state.isolating = true
+                state.hint = refusal.hint
+                logger.info(
+                    "PostgreSQL refused rows of a group; isolating them",
+                    metadata: ["batches": "\(group.count)", "error": "\(refusal.error)"])
             } catch {
                 countError()
-                rollbackOrDrop(connection, broken: !connection.isHealthy)
-                if group.count == 1, let only = group.first {
-                    let message = "PostgreSQL refused batch seq \(only.batch.seq) of producer \(only.batch.producer): \(error)"
-                    logger.error(
-                        "batch failed",
-                        metadata: ["producer": "\(only.batch.producer)", "seq": "\(only.batch.seq)", "error": "\(error)"])
-                    finish(group, outcomes: [.failed(message)], latency: nil)
-                    return
-                }
-                // Isolate the batch PostgreSQL refuses: halves keep the order and need log2(n) rounds.
-                let middle = group.startIndex + group.count / 2
-                process(group[..<middle])
-                process(group[middle...])
-                return
+                // A fresh session for the retry: a demoted primary's connection stays read-only for ever,
+                // and a multi-host URL (target_session_attrs=read-write) finds the new primary only on
+                // reconnecting; for the other stalls a reconnect is cheap next to the backoff.
+                dropConnection()
+                stalled(by: error, attempt: attempt, batches: group.count)
+                sleep(seconds: backoff.delay(attempt: attempt))
+                attempt += 1
             }
         }
     }
 
     private static let abandonedMessage =
-        "the writer pool shut down while PostgreSQL was unreachable: this batch was not committed; resend it"
+        "the writer pool shut down while PostgreSQL would not take this batch: it was not committed; resend it"
+    private static let abandonedUnknownMessage =
+        "the writer pool shut down before it could learn whether this batch committed (the connection broke "
+        + "during COMMIT): resend it; if it did commit, the resend is acknowledged as a duplicate"
+
+    // MARK: - Stalls
+
+    /// Records why this writer is holding its group back; logs a warning per failure and, once the stall
+    /// lasted `stallErrorAfter`, one error.
+    private func stalled(by error: any Error, attempt: Int, batches: Int) {
+        let (reason, sqlState) = Self.stallReason(error)
+        let stall = core.state.withLock { state -> WriterStall in
+            let since = state.writerStalls[index]?.since ?? Date()
+            let stall = WriterStall(reason: reason, sqlState: sqlState, since: since, writer: index)
+            state.writerStalls[index] = stall
+            return stall
+        }
+        logger.warning(
+            "group not committed; keeping it and retrying",
+            metadata: ["batches": "\(batches)", "reason": "\(reason)", "attempt": "\(attempt)"])
+        if !stallReported && stall.seconds >= configuration.stallErrorAfter {
+            stallReported = true
+            logger.error(
+                "writer stalled: PostgreSQL has not taken its batches for \(Int(stall.seconds)) s; still retrying (credit is withheld meanwhile)",
+                metadata: ["reason": "\(reason)", "sqlstate": "\(sqlState ?? "-")"])
+        }
+    }
+
+    private func endStall() {
+        let wasStalled = core.state.withLock { state -> Bool in
+            defer { state.writerStalls[index] = nil }
+            return state.writerStalls[index] != nil
+        }
+        if wasStalled { logger.info("writer no longer stalled: the group committed") }
+        stallReported = false
+    }
+
+    /// A stall's reason for people and its SQLSTATE.
+    static func stallReason(_ error: any Error) -> (String, String?) {
+        switch error {
+        case let error as PGError:
+            return ("\(SQLStateClass.explanation(of: error.sqlState)): \(error)", error.sqlState)
+        case let error as GroupCommit.StallError:
+            return (error.reason, error.sqlState)
+        case let error as StoreError:
+            return ("\(error)", nil)
+        default:
+            return ("\(error)", nil)
+        }
+    }
 
     /// The live connection, or nil after a failed attempt to make one (having slept the backoff).
     private func connectedOrNil(attempt: inout Int) -> PGConnection? {
@@ -172,19 +226,20 @@ final class WriterThread {
                 state.writerErrors += 1
             }
             let delay = backoff.delay(attempt: attempt)
-            logger.warning(
-                "cannot connect to PostgreSQL, retrying",
-                metadata: ["error": "\(error)", "retry_in_seconds": "\(delay)"])
+            stalled(by: error, attempt: attempt, batches: 0)
             sleep(seconds: delay)
             attempt += 1
             return nil
         }
     }
 
-    private func rollbackOrDrop(_ connection: PGConnection, broken: Bool) {
+    func rollbackOrDrop(_ connection: PGConnection, broken: Bool) {
         if !broken && connection.isHealthy, (try? connection.execute("ROLLBACK")) != nil { return }
         self.connection = nil
     }
+
+    /// Forgets the connection (it broke, or a test pretends it did).
+    func dropConnection() { connection = nil }
 
     private func countError() { core.state.withLock { $0.writerErrors += 1 } }
 
@@ -193,86 +248,8 @@ final class WriterThread {
         for (item, outcome) in zip(group, outcomes) { item.completion(outcome) }
     }
 
-    /// One transaction for the whole group; returns each batch's outcome once COMMIT succeeded.
-    private func commit(_ group: ArraySlice<QueuedBatch>, on connection: PGConnection) throws -> [BatchOutcome] {
-        // Sorted, so that concurrent writers (or daemons) lock producer rows in the same order: no deadlock.
-        let producers = Set(group.map(\.batch.producer)).sorted()
-        let idList = producers.map { "'\($0)'" }.joined(separator: ",")
-        // One round trip: lock (creating if new) the producers' rows, read their committed seqs, and open
-        // the COPY; only the batches found new are then streamed.
-        var plan: GroupPlan?
-        var newBatches: [WriteBatch] = []
-        try connection.copyIn(
-            after: """
-                BEGIN;
-                \(insertStatement(for: producers))
-                SELECT producer_id, committed_seq FROM producers WHERE producer_id IN (\(idList))
-                    ORDER BY producer_id FOR UPDATE;
-                \(ReadingsCopyEncoder.copyStatement)
-                """
-        ) { rows, sink in
-            var committed: [ProducerID: UInt64] = [:]
-            for row in rows {
-                guard let id = row[0].flatMap({ ProducerID(uuidString: $0) }), let seq = row[1].flatMap({ Int64($0) })
-                else { continue }
-                committed[id] = UInt64(bitPattern: seq)
-            }
-            guard committed.count == producers.count else {
-                knownProducers.removeAll()
-                throw PGError(
-                    sqlState: "40001", message: "producers rows vanished during the group; retrying",
-                    connectionBroken: false)
-            }
-            if knownProducers.count > 100_000 { knownProducers.removeAll() }
-            knownProducers.formUnion(producers)
-            let decided = GroupPlan(batches: group.map { ($0.batch.producer, $0.batch.seq) }, committed: committed)
-            plan = decided
-            newBatches = zip(group, decided.isNew).filter(\.1).map(\.0.batch)
-            buffer.removeAll()
-            buffer.append(bytes: CopyBinaryFormat.header)
-            for batch in newBatches {
-                for series in batch.series {
-                    try encoder.encode(series, into: buffer, flushThreshold: Self.flushThreshold) { full in
-                        try sink.send(full.bytes)
-                        full.removeAll()
-                    }
-                }
-            }
-            buffer.append(bytes: CopyBinaryFormat.trailer)
-            try sink.send(buffer.bytes)
-            buffer.removeAll()
-        }
-        guard let plan else {
-            throw PGError(sqlState: nil, message: "the server did not open the COPY", connectionBroken: false)
-        }
-        if newBatches.contains(where: { !$0.deadLetters.isEmpty }) {
-            try connection.copyIn(DeadLetterCopyEncoder.copyStatement) { sink in
-                buffer.removeAll()
-                buffer.append(bytes: CopyBinaryFormat.header)
-                for batch in newBatches { DeadLetterCopyEncoder.encode(batch, into: buffer) }
-                buffer.append(bytes: CopyBinaryFormat.trailer)
-                try sink.send(buffer.bytes)
-                buffer.removeAll()
-            }
-        }
-        var finalStatements = "COMMIT"
-        if !plan.advanced.isEmpty {
-            let values = plan.advanced.map { "('\($0.key)'::uuid, \(Int64(bitPattern: $0.value))::int8)" }
-            finalStatements = """
-                UPDATE producers AS p SET committed_seq = v.seq, updated_at = now()
-                FROM (VALUES \(values.joined(separator: ","))) AS v(id, seq) WHERE p.producer_id = v.id;
-                COMMIT
-                """
-        }
-        let tag = try connection.commandTag(finalStatements)
-        guard tag == "COMMIT" else {
-            throw PGError(sqlState: nil, message: "COMMIT answered \(tag)", connectionBroken: false)
-        }
-        return plan.isNew.map { $0 ? .committed : .duplicate }
-    }
-
     /// Creates the rows of producers this writer has not seen yet (none: an empty string).
-    private func insertStatement(for producers: [ProducerID]) -> String {
+    func insertStatement(for producers: [ProducerID]) -> String {
         let unknown = producers.filter { !knownProducers.contains($0) }
         guard !unknown.isEmpty else { return "" }
         return "INSERT INTO producers (producer_id) VALUES \(unknown.map { "('\($0)')" }.joined(separator: ",")) "
