@@ -96,6 +96,9 @@ public struct TokenTable: Sendable, Equatable {
         )
     }
 
+    /// Longest token `authorize` hashes; longer ones are refused as they are (made ones are 44 bytes).
+    public static let maxTokenBytes = 256
+
     /// Whether a session may open, and which devices it may write.
     public enum Authorization: Sendable, Equatable {
         /// Allowed; device ids must start with `devicePrefix` (empty = any). `tokenID` nil = anonymous loopback.
@@ -116,6 +119,13 @@ public struct TokenTable: Sendable, Equatable {
         }
         guard !token.isEmpty else {
             return .denied(WireError(.unauthenticated, "this server requires a token: pass one in Hello (e.g. sluice send --token)"))
+        }
+        guard token.utf8.count <= Self.maxTokenBytes else {
+            // Refused unhashed: hashing what a stranger sends must cost at most a few blocks.
+            return .denied(
+                WireError(
+                    .unauthenticated,
+                    "token of \(token.utf8.count) bytes is longer than \(Self.maxTokenBytes) bytes: it cannot be one `sluiced token create` made"))
         }
         let hash = SHA256.hexDigest(token)
         // Compare every entry in full, so timing does not tell how much of a hash matched.
