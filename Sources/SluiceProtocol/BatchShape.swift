@@ -56,42 +56,53 @@ public enum BatchShape {
     /// device id and metric of at most `maxStringBytes`; at most `maxReadings` in all. O(bytes), no
     /// allocation proportional to what the batch would expand to.
     ///
-    /// Malformed protobuf is not reported here: it returns `.other`/partial counts and the protobuf
-    /// decoder that runs next produces the precise `PROTOCOL_ERROR`.
+    /// Bytes the scan cannot walk (truncated fields, groups, bad tags) are a `PROTOCOL_ERROR`
+    /// `BatchShapeError`: the connection closes, as it would for undecodable protobuf.
     public static func scan(_ payload: ByteBuffer, limits: BatchShapeLimits) throws(BatchShapeError) -> FrameShape {
         try payload.withUnsafeReadableBytes { (raw) throws(BatchShapeError) -> FrameShape in
             var reader = WireReader(raw)
-            var batchRange: Range<Int>?
+            let malformed = BatchShapeError(
+                seq: 0, readings: 0,
+                error: WireError(
+                    .protocolError,
+                    "payload of \(raw.count) bytes is not a ClientFrame this server accepts (truncated field, group or bad tag)"))
+            // Protobuf merges every occurrence of the batch field into one message (their series concatenate),
+            // so all of them are scanned together.
+            var batchRanges: [Range<Int>] = []
             while !reader.atEnd {
-                guard let (field, wire) = reader.tag() else { return .other }
+                // Anything the scan cannot walk is refused here: if it were left to the decoder, an encoding the
+                // decoder tolerates (unknown groups) would carry a batch past these bounds.
+                guard let (field, wire) = reader.tag() else { throw malformed }
                 if field == 2 && wire == 2 {
-                    guard let range = reader.lengthDelimited() else { return .other }
-                    batchRange = range  // the last one wins, as in protobuf's merge
-                } else if field <= 4 {
-                    return .other
+                    guard let range = reader.lengthDelimited(), batchRanges.count < 64 else { throw malformed }
+                    batchRanges.append(range)
                 } else if !reader.skip(wire) {
-                    return .other
+                    throw malformed
                 }
             }
-            guard let batchRange else { return .other }
-            return try scanBatch(UnsafeRawBufferPointer(rebasing: raw[batchRange]), limits: limits)
+            guard !batchRanges.isEmpty else { return .other }
+            return try scanBatch(batchRanges.map { UnsafeRawBufferPointer(rebasing: raw[$0]) }, limits: limits)
         }
     }
 
-    /// Checks the shape of an encoded `Batch` message.
-    public static func scanBatch(_ raw: UnsafeRawBufferPointer, limits: BatchShapeLimits) throws(BatchShapeError)
+    /// Checks the shape of an encoded `Batch` message, given as the parts protobuf merges into one.
+    public static func scanBatch(_ parts: [UnsafeRawBufferPointer], limits: BatchShapeLimits) throws(BatchShapeError)
         -> FrameShape
     {
+        let malformed = BatchShapeError(
+            seq: 0, readings: 0, error: WireError(.protocolError, "batch is not a protobuf message this server accepts (truncated field, group or bad tag)"))
         // First pass: seq (so every error can name it). Cheap: varints and lengths only.
         var seq: UInt64 = 0
-        var reader = WireReader(raw)
-        while !reader.atEnd {
-            guard let (field, wire) = reader.tag() else { return .other }
-            if field == 1 && wire == 0 {
-                guard let v = reader.varint() else { return .other }
-                seq = v
-            } else if !reader.skip(wire) {
-                return .other
+        for raw in parts {
+            var reader = WireReader(raw)
+            while !reader.atEnd {
+                guard let (field, wire) = reader.tag() else { throw malformed }
+                if field == 1 && wire == 0 {
+                    guard let v = reader.varint() else { throw malformed }
+                    seq = v
+                } else if !reader.skip(wire) {
+                    throw malformed
+                }
             }
         }
         var readings = 0
@@ -99,51 +110,53 @@ public enum BatchShape {
         func fail(_ message: String) -> BatchShapeError {
             BatchShapeError(seq: seq, readings: readings, error: WireError(.invalidArgument, "batch \(seq): \(message)"))
         }
-        reader = WireReader(raw)
-        while !reader.atEnd {
-            guard let (field, wire) = reader.tag() else { return .other }
-            guard field == 2 && wire == 2 else {
-                if !reader.skip(wire) { return .other }
-                continue
-            }
-            guard let range = reader.lengthDelimited() else { return .other }
-            if series == limits.maxSeries {
-                throw fail("holds more than \(limits.maxSeries) series (the limit per batch): merge readings of one device and metric into one series, or split the batch")
-            }
-            let index = series
-            series += 1
-            var count = 0
-            let body = UnsafeRawBufferPointer(rebasing: raw[range])
-            var s = WireReader(body)
-            while !s.atEnd {
-                guard let (f, w) = s.tag() else { return .other }
-                switch (f, w) {
-                case (1, 2), (2, 2):
-                    guard let r = s.lengthDelimited() else { return .other }
-                    if r.count > limits.maxStringBytes {
-                        let what = f == 1 ? "device id" : "metric"
-                        let text = describeOversized(UnsafeRawBufferPointer(rebasing: body[r]))
-                        throw fail("series \(index): \(what) \(text) is longer than \(limits.maxStringBytes) bytes")
-                    }
-                case (4, 2):
-                    guard let r = s.lengthDelimited() else { return .other }
-                    // Packed varints: one reading per byte without the continuation bit.
-                    var n = 0
-                    for b in UnsafeRawBufferPointer(rebasing: body[r]) where b & 0x80 == 0 { n += 1 }
-                    count += n
-                case (4, 0):
-                    guard s.varint() != nil else { return .other }
-                    count += 1
-                default:
-                    if !s.skip(w) { return .other }
+        for raw in parts {
+            var reader = WireReader(raw)
+            while !reader.atEnd {
+                guard let (field, wire) = reader.tag() else { throw malformed }
+                guard field == 2 && wire == 2 else {
+                    if !reader.skip(wire) { throw malformed }
+                    continue
                 }
-            }
-            if count == 0 {
-                throw fail("series \(index) holds no readings: leave empty series out")
-            }
-            readings += count
-            if readings > limits.maxReadings {
-                throw fail("holds more than \(limits.maxReadings) readings, above max_batch_readings from Welcome: split it")
+                guard let range = reader.lengthDelimited() else { throw malformed }
+                if series == limits.maxSeries {
+                    throw fail("holds more than \(limits.maxSeries) series (the limit per batch): merge readings of one device and metric into one series, or split the batch")
+                }
+                let index = series
+                series += 1
+                var count = 0
+                let body = UnsafeRawBufferPointer(rebasing: raw[range])
+                var s = WireReader(body)
+                while !s.atEnd {
+                    guard let (f, w) = s.tag() else { throw malformed }
+                    switch (f, w) {
+                    case (1, 2), (2, 2):
+                        guard let r = s.lengthDelimited() else { throw malformed }
+                        if r.count > limits.maxStringBytes {
+                            let what = f == 1 ? "device id" : "metric"
+                            let text = describeOversized(UnsafeRawBufferPointer(rebasing: body[r]))
+                            throw fail("series \(index): \(what) \(text) is longer than \(limits.maxStringBytes) bytes")
+                        }
+                    case (4, 2):
+                        guard let r = s.lengthDelimited() else { throw malformed }
+                        // Packed varints: one reading per byte without the continuation bit.
+                        var n = 0
+                        for b in UnsafeRawBufferPointer(rebasing: body[r]) where b & 0x80 == 0 { n += 1 }
+                        count += n
+                    case (4, 0):
+                        guard s.varint() != nil else { throw malformed }
+                        count += 1
+                    default:
+                        if !s.skip(w) { throw malformed }
+                    }
+                }
+                if count == 0 {
+                    throw fail("series \(index) holds no readings: leave empty series out")
+                }
+                readings += count
+                if readings > limits.maxReadings {
+                    throw fail("holds more than \(limits.maxReadings) readings, above max_batch_readings from Welcome: split it")
+                }
             }
         }
         if series == 0 {

@@ -119,6 +119,7 @@ final class IngestPipeline: Sendable {
             do {
                 _ = try BatchShape.scan(payload, limits: policy.shapeLimits)
             } catch {
+                if error.error.code == .protocolError { return .broken(error.error) }
                 return .rejected(seq: error.seq, readings: error.readings, error.error)
             }
             let message: ClientFrame

@@ -63,8 +63,12 @@ import Testing
         var ping = Ping()
         ping.nonce = 3
         #expect(try BatchShape.scan(ByteBuffer(bytes: try ClientFrame(.ping(ping)).serializedBytes() as [UInt8]), limits: limits) == .other)
-        #expect(try BatchShape.scan(ByteBuffer(bytes: [0x12, 0xff, 0xff]), limits: limits) == .other)
-        #expect(try BatchShape.scan(ByteBuffer(bytes: [0x07]), limits: limits) == .other)
+        // Bytes the scan cannot walk are a PROTOCOL_ERROR, never waved through to the decoder.
+        for garbage: [UInt8] in [[0x12, 0xff, 0xff], [0x07], [0x0b, 0x0c, 0x12, 0x02, 0x12, 0x00], [0x12, 0x03, 0x12, 0x01, 0x0b]] {
+            #expect { try BatchShape.scan(ByteBuffer(bytes: garbage), limits: limits) } throws: {
+                ($0 as! BatchShapeError).error.code == .protocolError
+            }
+        }
     }
 
     @Test func aMillionEmptySeriesStopAtTheFirst() throws {

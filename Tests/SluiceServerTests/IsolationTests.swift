@@ -198,7 +198,7 @@ import Testing
         let frames = try await idle.framesUntilClosed(timeout: .seconds(30))
         let error = frames.compactMap { if case .error(let e)? = $0.kind { e } else { nil } }.first
         #expect(error?.code == .failedPrecondition, "\(frames)")
-        #expect(error?.message.contains("Hello did not arrive within 1 s") == true, "\(frames)")
+        #expect(error?.message.contains("did not arrive within 1 s of connecting") == true, "\(frames)")
     }
 
     @Test func theHTTPListenerClosesIdleConnectionsAndCapsThem() async throws {
