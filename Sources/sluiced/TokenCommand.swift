@@ -81,8 +81,11 @@ struct TokenCommand: ParsableCommand {
         @Flag(help: "Also free the producer ids this token owns, so another token may claim them.")
         var releaseProducers = false
 
+        @Option(help: "libpq URL of PostgreSQL, for --release-producers. Absent: the embedded cluster of --state-dir.")
+        var databaseURL: String?
+
         func run() async throws {
-            let settings = try location.settings()
+            let settings = try location.settings(extra: ["database-url": databaseURL])
             let path = LocationOptions.tokenPath(settings)
             var table = try TokenFile.load(path)
             let before = table.entries.count
