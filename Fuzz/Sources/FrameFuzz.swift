@@ -24,10 +24,29 @@ public func sluiceFuzzFrames(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
     let decompressor = ZstdDecompressor()
     do {
         while let frame = try parser.next(&buffer) {
+            // As the server's pipeline does: decompress, check the batch's shape on the wire, then decode.
+            var payload = frame.payload
+            if frame.isCompressed {
+                payload = try decompressor.decompress(payload, cap: limits.limits.maxDecompressedBytes)
+            }
+            let shape: FrameShape
+            do {
+                shape = try BatchShape.scan(payload, limits: policy.shapeLimits)
+            } catch {
+                continue  // refused before decoding, as the server does
+            }
             let message = try FramePayload.decodeFrame(
-                ClientFrame.self, from: frame, decompressor: decompressor,
+                ClientFrame.self, from: RawFrame(flags: 0, payload: payload), decompressor: nil,
                 maxDecompressedBytes: limits.limits.maxDecompressedBytes)
             if case .batch(let batch)? = message.kind {
+                // What the scan let through is what the decoder built: no more series or readings, no longer ids.
+                if case .batch(_, let readings, let series) = shape {
+                    precondition(batch.series.count == series, "scan counted \(series) series, decoder built \(batch.series.count)")
+                    precondition(BatchValidator.readingCount(of: batch) == readings, "scan and decoder disagree on readings")
+                    precondition(batch.series.allSatisfy { $0.deviceID.utf8.count <= 64 && $0.metric.utf8.count <= 64 })
+                } else {
+                    preconditionFailure("the decoder found a batch the scan did not")
+                }
                 _ = BatchValidator.readingCount(of: batch)
                 _ = try? BatchValidator.validate(batch, policy: policy, nowMicros: now, devicePrefix: mode & 4 == 0 ? "" : "p")
             }
@@ -73,6 +92,12 @@ public func sluiceFuzzInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: Uns
         b.series = [builder.build()]
         return ClientFrame(.batch(b))
     }
+    func emptySeries(count: Int) -> ClientFrame {
+        var b = Batch()
+        b.seq = 6
+        b.series = Array(repeating: Series(), count: count)
+        return ClientFrame(.batch(b))
+    }
     var hello = Hello()
     hello.protocolVersion = sluiceProtocolVersion
     hello.producerID = .init(repeating: 7, count: 16)
@@ -88,6 +113,8 @@ public func sluiceFuzzInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: Uns
         ("batch-scoped", 6, frames([batch(seq: 4, device: "plant.x", count: 5, decimal: true, quality: false)])),
         ("stream", 3, sluicePreface + frames([ClientFrame(.hello(hello)), ClientFrame(.ping(ping)),
             batch(seq: 1, device: "d", count: 3, decimal: true, quality: false)])),
+        ("batch-long-id", 2, frames([batch(seq: 5, device: String(repeating: "L", count: 300), count: 4, decimal: true, quality: false)], compressed: true)),
+        ("batch-empty-series", 2, frames([emptySeries(count: 50_000)], compressed: true)),
     ]
     write(seeds, to: dir)
     // Server frames, for libsluice's parser (Fuzz/c/fuzz_response.c): mode byte 1 = session open, 0 = handshake.

@@ -19,14 +19,14 @@ public struct BatchAck: Sendable, Equatable {
     public var seq: UInt64
     /// Readings in the batch.
     public var readings: Int
-    /// Written to `readings` / to the dead-letter table. For a batch found committed through
-    /// `Welcome.committed_seq` the split is unknown: `accepted` counts all of them.
+    /// Written to `readings` / to the dead-letter table. For a duplicate, the counts of the batch's original
+    /// outcome (a batch found committed through `Welcome.committed_seq` is resent to learn them).
     public var accepted: Int
     public var rejected: Int
     public var duplicate: Bool
     /// The first few rejected readings with the server's reason.
     public var rejections: [ReadingRejection]
-    /// From the first transmission to the ack (nil if the ack came through `committed_seq`).
+    /// From the first transmission to the ack.
     public var latency: Duration?
     /// From the moment `send` queued the oldest reading (or the caller's `enqueuedAt`) to the ack.
     public var sinceEnqueued: Duration

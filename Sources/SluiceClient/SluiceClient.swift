@@ -367,14 +367,10 @@ public actor SluiceClient {
         let heartbeat = welcome.heartbeatIntervalMs == 0
             ? configuration.defaultHeartbeat : .milliseconds(Int64(welcome.heartbeatIntervalMs))
         s.connection.startHeartbeat(interval: heartbeat)
-        // Batches at or below committed_seq were committed on an earlier session: their acks were lost.
-        let now = ContinuousClock.now
-        for entry in buffer.removeThrough(seq: welcome.committedSeq) {
-            recordAck(
-                BatchAck(
-                    seq: entry.seq, readings: entry.readings, accepted: entry.readings, rejected: 0, duplicate: true,
-                    rejections: [], latency: nil, sinceEnqueued: now - entry.payload.enqueuedAt))
-        }
+        // Batches at or below committed_seq were committed on an earlier session and their acks were lost.
+        // They are resent anyway: the server acks each as a duplicate with the counts of its original outcome
+        // (readings it dead-lettered included), which committed_seq alone cannot tell. Counting them all as
+        // written here would claim more than is stored.
         seqs.skip(through: welcome.committedSeq)
         buffer.sessionRestarted()
         logger.debug("sluice: session \(welcome.sessionID) open on \(s.endpoint), credit \(welcome.initialCredit)")
@@ -588,6 +584,7 @@ func rejectCodeName(_ code: RejectCode) -> String {
     case .inFuture: "IN_FUTURE"
     case .badDeviceID: "BAD_DEVICE_ID"
     case .badMetric: "BAD_METRIC"
+    case .databaseRefused: "DATABASE_REFUSED"
     case .UNRECOGNIZED(let raw): "REJECT_\(raw)"
     }
 }

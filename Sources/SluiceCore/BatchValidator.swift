@@ -8,14 +8,27 @@ public struct ValidationPolicy: Sendable, Equatable {
     public var maxSkewMicros: Int64
     /// A batch holding more readings than this is rejected whole (`INVALID_ARGUMENT`); `Welcome` states it.
     public var maxBatchReadings: Int
+    /// A batch holding more series than this is rejected whole (`INVALID_ARGUMENT`). Default 8,192.
+    public var maxSeriesPerBatch: Int
 
     public init(
         maxAgeMicros: Int64 = 7 * 86_400 * 1_000_000, maxSkewMicros: Int64 = 5 * 60 * 1_000_000,
-        maxBatchReadings: Int = 65_536
+        maxBatchReadings: Int = 65_536, maxSeriesPerBatch: Int = 8_192
     ) {
         self.maxAgeMicros = maxAgeMicros
         self.maxSkewMicros = maxSkewMicros
         self.maxBatchReadings = maxBatchReadings
+        self.maxSeriesPerBatch = max(1, maxSeriesPerBatch)
+    }
+
+    /// Device ids and metrics longer than this (bytes) make their batch `INVALID_ARGUMENT` (DESIGN §3).
+    public static let maxStringBytes = 64
+
+    /// The bounds `BatchShape.scan` checks on the wire bytes, before a batch is decoded.
+    public var shapeLimits: BatchShapeLimits {
+        BatchShapeLimits(
+            maxReadings: maxBatchReadings, maxSeries: min(maxSeriesPerBatch, maxBatchReadings),
+            maxStringBytes: Self.maxStringBytes)
     }
 }
 
@@ -94,6 +107,31 @@ public enum BatchValidator {
     ) throws(WireError) -> ValidatedBatch {
         guard batch.seq >= 1 else {
             throw WireError(.invalidArgument, "batch seq is 0: seqs start at 1 and strictly increase per producer")
+        }
+        // Shape first, before any per-reading work (the same bounds `BatchShape.scan` checks on the wire).
+        if batch.series.isEmpty {
+            throw WireError(
+                .invalidArgument, "batch \(batch.seq): holds no series and no readings: a batch must carry at least one reading")
+        }
+        let maxSeries = policy.shapeLimits.maxSeries
+        if batch.series.count > maxSeries {
+            throw WireError(
+                .invalidArgument,
+                "batch \(batch.seq): holds more than \(maxSeries) series (the limit per batch): merge readings of one device and metric into one series, or split the batch")
+        }
+        for (i, series) in batch.series.enumerated() {
+            for (what, text) in [("device id", series.deviceID), ("metric", series.metric)]
+            where text.utf8.count > ValidationPolicy.maxStringBytes {
+                let description =
+                    text.utf8.withContiguousStorageIfAvailable { describeOversized(UnsafeRawBufferPointer($0)) }
+                    ?? "of \(text.utf8.count) bytes"
+                throw WireError(
+                    .invalidArgument,
+                    "batch \(batch.seq): series \(i): \(what) \(description) is longer than \(ValidationPolicy.maxStringBytes) bytes")
+            }
+            if series.readingCount == 0 {
+                throw WireError(.invalidArgument, "batch \(batch.seq): series \(i) holds no readings: leave empty series out")
+            }
         }
         let count = readingCount(of: batch)
         if count > policy.maxBatchReadings {

@@ -22,7 +22,7 @@ public struct SessionStateMachine: Sendable {
 
     /// Deadlines, in nanoseconds of a monotonic clock.
     public struct Timeouts: Sendable, Equatable {
-        /// Preface and `Hello` must arrive within this after connecting.
+        /// Preface and `Hello` must arrive, and the token be checked, within this after connecting (5 s).
         public var handshake: UInt64
         /// The interval `Welcome` announces; a peer silent for 3 of them is dead. The server pings this often.
         public var heartbeatInterval: UInt64
@@ -30,7 +30,7 @@ public struct SessionStateMachine: Sendable {
         public var frameStall: UInt64
 
         public init(
-            handshake: UInt64 = 10_000_000_000, heartbeatInterval: UInt64 = 5_000_000_000,
+            handshake: UInt64 = 5_000_000_000, heartbeatInterval: UInt64 = 5_000_000_000,
             frameStall: UInt64 = 10_000_000_000
         ) {
             self.handshake = handshake
@@ -322,14 +322,21 @@ public struct SessionStateMachine: Sendable {
     /// Periodic check of deadlines; the handler calls it about every second (or more often in tests).
     public mutating func tick(now: UInt64) -> Action? {
         switch state {
-        case .closed, .awaitingHello(authenticating: true):
+        case .closed:
             return nil
-        case .awaitingPreface, .awaitingHello(authenticating: false):
+        case .awaitingPreface, .awaitingHello:
+            // The deadline covers authentication too: a token check or ownership lookup that hangs (a slow
+            // database) does not keep an unauthenticated connection open.
             if now &- openedAt > timeouts.handshake {
-                let what = state == .awaitingPreface ? "the preface \"SLU1\"" : "Hello"
-                return fail(
-                    WireError(
-                        .failedPrecondition, "\(what) did not arrive within \(seconds(timeouts.handshake)) of connecting"))
+                let limit = seconds(timeouts.handshake)
+                let message =
+                    switch state {
+                    case .awaitingPreface: "the preface \"SLU1\" did not arrive within \(limit) of connecting"
+                    case .awaitingHello(authenticating: true):
+                        "the handshake (Hello and its authentication) did not finish within \(limit) of connecting: retry shortly"
+                    default: "Hello did not arrive within \(limit) of connecting"
+                    }
+                return fail(WireError(.failedPrecondition, message))
             }
             return nil
         case .streaming, .draining:

@@ -26,7 +26,7 @@ public struct TokenEntry: Sendable, Equatable {
 public struct TokenFileError: Error, Equatable, CustomStringConvertible {
     public var line: Int
     public var reason: String
-    public var description: String { "token file line \(line): \(reason)" }
+    public var description: String { line == 0 ? reason : "token file line \(line): \(reason)" }
 }
 
 /// The token file: which tokens may connect, and which devices each may write (DESIGN §5, Auth).
@@ -96,6 +96,30 @@ public struct TokenTable: Sendable, Equatable {
         )
     }
 
+    /// Checks what `sluiced token create` is given, so the file stores exactly that: a prefix of device-id
+    /// characters (1–64 bytes of `[A-Za-z0-9._:-]`, or empty for any device) and a one-line name.
+    public static func validate(devicePrefix: String, name: String) throws(TokenFileError) {
+        if !devicePrefix.isEmpty {
+            let ok = devicePrefix.utf8.count <= 64 && devicePrefix.utf8.allSatisfy { b in
+                (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x30 && b <= 0x39)
+                    || b == UInt8(ascii: ".") || b == UInt8(ascii: "_") || b == UInt8(ascii: ":") || b == UInt8(ascii: "-")
+            }
+            if !ok {
+                throw TokenFileError(
+                    line: 0,
+                    reason: "--prefix \(BatchValidator.quoted(devicePrefix)) is not a device-id prefix: use at most 64 bytes of [A-Za-z0-9._:-] (no spaces)")
+            }
+        }
+        if name.utf8.count > 200 || name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f || $0 == "#" }) {
+            throw TokenFileError(
+                line: 0,
+                reason: "--name \(BatchValidator.quoted(name)) must be one line of at most 200 bytes without control characters or \"#\"")
+        }
+    }
+
+    /// Longest token `authorize` hashes; longer ones are refused as they are (made ones are 44 bytes).
+    public static let maxTokenBytes = 256
+
     /// Whether a session may open, and which devices it may write.
     public enum Authorization: Sendable, Equatable {
         /// Allowed; device ids must start with `devicePrefix` (empty = any). `tokenID` nil = anonymous loopback.
@@ -116,6 +140,13 @@ public struct TokenTable: Sendable, Equatable {
         }
         guard !token.isEmpty else {
             return .denied(WireError(.unauthenticated, "this server requires a token: pass one in Hello (e.g. sluice send --token)"))
+        }
+        guard token.utf8.count <= Self.maxTokenBytes else {
+            // Refused unhashed: hashing what a stranger sends must cost at most a few blocks.
+            return .denied(
+                WireError(
+                    .unauthenticated,
+                    "token of \(token.utf8.count) bytes is longer than \(Self.maxTokenBytes) bytes: it cannot be one `sluiced token create` made"))
         }
         let hash = SHA256.hexDigest(token)
         // Compare every entry in full, so timing does not tell how much of a hash matched.

@@ -9,7 +9,13 @@ public final class ZstdDecompressor {
     public init() {
         guard let context = ZSTD_createDCtx() else { fatalError("ZSTD_createDCtx failed: out of memory") }
         self.context = context
+        // A frame may ask for a window of up to 2 GiB, which the decoder would allocate before producing a
+        // byte. 2^23 = 8 MiB is what zstd's own levels 1–19 use at most; a frame needing more is refused.
+        ZSTD_DCtx_setParameter(context, ZSTD_d_windowLogMax, Self.windowLogMax)
     }
+
+    /// The largest window (log2 bytes) a frame may need: `ZSTD_d_windowLogMax`.
+    public static let windowLogMax: Int32 = 23
 
     deinit { ZSTD_freeDCtx(context) }
 

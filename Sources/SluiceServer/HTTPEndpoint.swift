@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import SluiceStore
@@ -126,3 +127,54 @@ struct StatusReport: Sendable {
         return out + "\""
     }
 }
+
+/// Bounds the HTTP listener: at most `limit` connections open at once (the next is closed at accept), and a
+/// connection idle for the configured time is closed, so scrapers that hang or never send cannot pile up.
+final class HTTPConnectionLimiter: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+
+    /// Open HTTP connections, shared by every connection's limiter.
+    final class Count: Sendable {
+        private let open = NIOLockedValueBox(0)
+        let limit: Int
+
+        init(limit: Int) { self.limit = limit }
+
+        /// Takes a slot; false when all `limit` are taken.
+        func take() -> Bool { open.withLockedValue { if $0 >= limit { return false }; $0 += 1; return true } }
+        func give() { open.withLockedValue { $0 -= 1 } }
+    }
+
+    private let count: Count
+    private var holdsSlot = false
+
+    init(count: Count) { self.count = count }
+
+    func channelActive(context: ChannelHandlerContext) {
+        guard count.take() else {
+            context.close(promise: nil)
+            return
+        }
+        holdsSlot = true
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if holdsSlot {
+            holdsSlot = false
+            count.give()
+        }
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+@available(*, unavailable)
+extension HTTPConnectionLimiter: Sendable {}

@@ -34,6 +34,11 @@ struct SessionHandle: Sendable {
     func authenticated(_ result: Result<UInt64, any Error>) {
         eventLoop.execute { handler.value.authenticated(result) }
     }
+
+    /// The session's token was revoked (SIGHUP reload): close with `UNAUTHENTICATED`.
+    func revoke() {
+        eventLoop.execute { handler.value.tokenRevoked() }
+    }
 }
 
 /// State every session shares: the flow controller, which connections are open, which session speaks for
@@ -48,17 +53,36 @@ final class IngestCoordinator: Sendable {
         var nextConnectionID: UInt64 = 1
         var draining = false
         var tokens: TokenTable
+        /// Connections not yet authenticated, with their source address; and how many per address.
+        var unauthenticated: [UInt64: String] = [:]
+        var unauthenticatedPerAddress: [String: Int] = [:]
+        /// The token each authenticated connection used (none for anonymous loopback sessions).
+        var sessionTokens: [UInt64: String] = [:]
+
+        mutating func authenticated(_ id: UInt64) {
+            guard let address = unauthenticated.removeValue(forKey: id) else { return }
+            let left = (unauthenticatedPerAddress[address] ?? 1) - 1
+            unauthenticatedPerAddress[address] = left > 0 ? left : nil
+        }
     }
 
     private let state: NIOLockedValueBox<State>
     let metrics: ServerMetrics
     let maxConnections: Int
+    /// Pre-authentication caps (0 = none): in all, and per source address.
+    let maxUnauthenticated: Int
+    let maxUnauthenticatedPerAddress: Int
     private let logger: Logger
 
-    init(flow: FlowController.Configuration, tokens: TokenTable, maxConnections: Int, metrics: ServerMetrics, logger: Logger) {
+    init(
+        flow: FlowController.Configuration, tokens: TokenTable, maxConnections: Int, metrics: ServerMetrics, logger: Logger,
+        maxUnauthenticated: Int = 0, maxUnauthenticatedPerAddress: Int = 0
+    ) {
         self.state = NIOLockedValueBox(State(flow: FlowController(configuration: flow), tokens: tokens))
         self.metrics = metrics
         self.maxConnections = maxConnections
+        self.maxUnauthenticated = maxUnauthenticated
+        self.maxUnauthenticatedPerAddress = maxUnauthenticatedPerAddress
         self.logger = logger
     }
 
@@ -69,16 +93,29 @@ final class IngestCoordinator: Sendable {
         case refused(String)
     }
 
-    /// A TCP connection arrived. Its id is also the session id `Welcome` reports.
-    func connectionAccepted(register: (UInt64) -> SessionHandle) -> Admission {
+    /// A TCP connection arrived from `address`. Its id is also the session id `Welcome` reports.
+    ///
+    /// Until it authenticates it counts against the pre-authentication caps, not `maxConnections`, so idle
+    /// sockets (a flood from one address) cannot lock out clients that have a token.
+    func connectionAccepted(address: String = "?", register: (UInt64) -> SessionHandle) -> Admission {
         let result: Admission = state.withLockedValue { s in
             if s.draining { return .refused("server is shutting down: reconnect in a moment") }
-            if s.connections.count >= maxConnections {
+            if s.connections.count - s.unauthenticated.count >= maxConnections {
                 return .refused("connection limit (\(maxConnections)) reached: retry later or raise --max-connections")
+            }
+            if maxUnauthenticated > 0 && s.unauthenticated.count >= maxUnauthenticated {
+                return .refused(
+                    "\(maxUnauthenticated) connections are waiting to authenticate (the limit): retry later or raise --max-unauthenticated")
+            }
+            if maxUnauthenticatedPerAddress > 0 && s.unauthenticatedPerAddress[address, default: 0] >= maxUnauthenticatedPerAddress {
+                return .refused(
+                    "\(maxUnauthenticatedPerAddress) connections from \(address) are waiting to authenticate (the limit per address): finish their handshakes first, or raise --max-unauthenticated-per-address")
             }
             let id = s.nextConnectionID
             s.nextConnectionID += 1
             s.connections[id] = register(id)
+            s.unauthenticated[id] = address
+            s.unauthenticatedPerAddress[address, default: 0] += 1
             return .admitted(id)
         }
         if case .admitted = result { metrics.connectionOpened() }
@@ -89,6 +126,8 @@ final class IngestCoordinator: Sendable {
     func connectionClosed(_ id: UInt64, producer: ProducerID?) {
         let (grants, known) = state.withLockedValue { s -> ([FlowController.Grant], Bool) in
             guard s.connections.removeValue(forKey: id) != nil else { return ([], false) }
+            s.authenticated(id)
+            s.sessionTokens[id] = nil
             if let producer, s.producers[producer] == id { s.producers[producer] = nil }
             guard s.opened.remove(id) != nil else { return ([], true) }
             return (s.flow.close(id), true)
@@ -141,6 +180,14 @@ final class IngestCoordinator: Sendable {
         send(grants)
     }
 
+    /// Updates the gauges from `stats` without feeding the flow controller (a `/metrics` scrape).
+    func refreshGauges(_ stats: WriterPoolStats) {
+        let (held, inFlight, withheld, waiting) = state.withLockedValue { s in
+            (s.flow.creditHeld, s.flow.outstanding, s.flow.withholding != nil, s.flow.waitingConnections)
+        }
+        metrics.observe(stats: stats, creditHeld: held, inFlight: inFlight, withheld: withheld, waiting: waiting)
+    }
+
     var creditHeld: Int { state.withLockedValue { $0.flow.creditHeld } }
 
     private func send(_ grants: [FlowController.Grant]) {
@@ -154,12 +201,34 @@ final class IngestCoordinator: Sendable {
 
     // MARK: Tokens
 
+    /// Checks a token. The table is copied out under the lock (a reference-count bump) and the SHA-256 runs
+    /// outside it, so a flood of (long) tokens never holds up another session's credit or ack path.
     func authorize(token: String, peerIsLoopback: Bool) -> TokenTable.Authorization {
-        state.withLockedValue { $0.tokens.authorize(token: token, peerIsLoopback: peerIsLoopback) }
+        let tokens = state.withLockedValue { $0.tokens }
+        return tokens.authorize(token: token, peerIsLoopback: peerIsLoopback)
     }
 
-    func replaceTokens(_ tokens: TokenTable) {
-        state.withLockedValue { $0.tokens = tokens }
+    /// Connection `id` passed authentication (with `tokenID`, nil = anonymous loopback): it leaves the
+    /// pre-authentication caps, and a later token reload that drops `tokenID` closes it.
+    func connectionAuthenticated(_ id: UInt64, tokenID: String?) {
+        state.withLockedValue { s in
+            guard s.connections[id] != nil else { return }
+            s.authenticated(id)
+            s.sessionTokens[id] = tokenID
+        }
+    }
+
+    /// Replaces the token table; every session whose token is no longer in it is closed with
+    /// `UNAUTHENTICATED`. Returns how many were.
+    @discardableResult
+    func replaceTokens(_ tokens: TokenTable) -> Int {
+        let valid = Set(tokens.entries.map(\.id))
+        let revoked = state.withLockedValue { s -> [SessionHandle] in
+            s.tokens = tokens
+            return s.sessionTokens.compactMap { id, token in valid.contains(token) ? nil : s.connections[id] }
+        }
+        for handle in revoked { handle.revoke() }
+        return revoked.count
     }
 
     // MARK: Drain

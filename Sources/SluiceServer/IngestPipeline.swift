@@ -118,17 +118,35 @@ final class IngestPipeline: Sendable {
         case .decoded(let b):
             batch = b
         case .raw(let frame):
+            var payload = frame.payload
+            if frame.isCompressed {
+                do {
+                    payload = try ZstdDecompressor().decompress(payload, cap: job.maxDecompressedBytes)
+                } catch {
+                    return .broken(error)
+                }
+            }
+            // Bounds before expansion: the batch's shape (series, readings, string lengths) is read off the
+            // wire bytes, so a frame of a million empty series or a 32 MiB device id is refused before
+            // protobuf materialises it.
+            do {
+                _ = try BatchShape.scan(payload, limits: policy.shapeLimits)
+            } catch {
+                if error.error.code == .protocolError { return .broken(error.error) }
+                return .rejected(seq: error.seq, readings: error.readings, error.error)
+            }
             let message: ClientFrame
             do {
                 message = try FramePayload.decodeFrame(
-                    ClientFrame.self, from: frame, decompressor: nil, maxDecompressedBytes: job.maxDecompressedBytes)
+                    ClientFrame.self, from: RawFrame(flags: 0, payload: payload), decompressor: nil,
+                    maxDecompressedBytes: job.maxDecompressedBytes)
             } catch {
                 return .broken(error)
             }
             switch message.kind {
             case .batch(let b): batch = b
             case .ping(let p): return .ping(nonce: p.nonce)
-            case .pong: return .pong
+            case .pong, .creditRequest: return .pong
             case .hello: return .hello
             case nil: return .broken(WireError(.protocolError, "ClientFrame has no message set"))
             }

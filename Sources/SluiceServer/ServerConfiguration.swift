@@ -40,6 +40,21 @@ extension SluiceServer {
         public var eventLoopThreads: Int
         /// TLS on the ingest listener; nil = plain TCP (the default).
         public var tls: TLS?
+        /// Encoded bytes one connection may have waiting for the pipeline to decode them; past it the server
+        /// stops reading that socket (TCP backpressure) until the pipeline catches up.
+        public var maxPendingDecodeBytesPerConnection: Int = 8 << 20
+        /// The same, summed over every connection: memory for undecoded frames stays bounded whatever the
+        /// connection count.
+        public var maxPendingDecodeBytes: Int = 64 << 20
+        /// Connections not yet authenticated (preface and `Hello` pending, or being checked) at once; the
+        /// next one gets `UNAVAILABLE`. Separate from `maxConnections`, which counts sessions.
+        public var maxUnauthenticatedConnections: Int = 1_024
+        /// Connections not yet authenticated from one source address at once.
+        public var maxUnauthenticatedPerAddress: Int = 64
+        /// Open connections to the HTTP listener (`/status`, `/metrics`) at once; more are closed at accept.
+        public var maxHTTPConnections: Int = 64
+        /// An HTTP connection idle this long (seconds) is closed.
+        public var httpIdleTimeout: Double = 10
 
         public init(
             host: String = "127.0.0.1", port: Int = 7878, httpHost: String? = nil, httpPort: Int = 7879,

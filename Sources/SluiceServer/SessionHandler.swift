@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import SluiceCore
 import SluiceProtocol
@@ -11,6 +12,18 @@ struct ServerContext: Sendable {
     let pool: WriterPool
     let configuration: SluiceServer.Configuration
     let logger: Logger
+    /// Producer ownership in PostgreSQL; nil = not checked (tests without a database).
+    var owners: ProducerOwners? = nil
+    /// Encoded bytes every connection has waiting for the pipeline, summed.
+    let pendingDecode = PendingDecodeBudget()
+}
+
+/// Bytes of undecoded frames in the pipeline, over all connections (see `maxPendingDecodeBytes`).
+final class PendingDecodeBudget: Sendable {
+    private let bytes = NIOLockedValueBox(0)
+
+    func add(_ n: Int) -> Int { bytes.withLockedValue { $0 += n; return $0 } }
+    var total: Int { bytes.withLockedValue { $0 } }
 }
 
 /// One connection's session: feeds `SessionStateMachine` with frames, pipeline results, commits, timer ticks
@@ -24,6 +37,7 @@ final class SessionHandler: ChannelInboundHandler {
     private let limits: FrameLimitsHandle
     private let progress: ReadProgress
     private let isLoopbackPeer: Bool
+    private let peerAddress: String
     private var machine: SessionStateMachine
     private var logger: Logger
 
@@ -32,6 +46,10 @@ final class SessionHandler: ChannelInboundHandler {
     private var connectionID: UInt64 = 0
     private var producer: ProducerID?
     private var devicePrefix = ""
+    private var tokenID: String?
+    /// Encoded bytes of this connection's frames in the pipeline, in all and by ticket.
+    private var pendingDecodeBytes = 0
+    private var pendingByTicket: [UInt64: Int] = [:]
     private var committedSeq: UInt64 = 0
     private var initialCredit = 0
 
@@ -52,6 +70,7 @@ final class SessionHandler: ChannelInboundHandler {
         self.limits = limits
         self.progress = progress
         self.isLoopbackPeer = isLoopbackPeer
+        self.peerAddress = String(peer[..<(peer.lastIndex(of: ":") ?? peer.endIndex)])
         self.machine = SessionStateMachine(now: NIODeadline.now().uptimeNanoseconds, timeouts: server.configuration.timeouts)
         self.logger = server.logger
         self.logger[metadataKey: "peer"] = "\(peer)"
@@ -63,7 +82,7 @@ final class SessionHandler: ChannelInboundHandler {
         self.context = context
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
-        let admission = server.coordinator.connectionAccepted { id in
+        let admission = server.coordinator.connectionAccepted(address: peerAddress) { id in
             SessionHandle(id: id, eventLoop: loop, handler: bound)
         }
         switch admission {
@@ -90,6 +109,12 @@ final class SessionHandler: ChannelInboundHandler {
         ticker = nil
         prepared.removeAll()
         pendingAcks.removeAll()
+        if pendingDecodeBytes > 0 {
+            // Frames still in the pipeline are dropped with the connection: give their bytes back now.
+            _ = server.pendingDecode.add(-pendingDecodeBytes)
+            pendingDecodeBytes = 0
+            pendingByTicket.removeAll()
+        }
         if handle != nil {
             server.coordinator.connectionClosed(connectionID, producer: producer)
             logger.debug("connection closed")
@@ -110,8 +135,9 @@ final class SessionHandler: ChannelInboundHandler {
         case .streaming, .draining:
             // Batches go to the pipeline still encoded: zstd and protobuf decoding of big payloads must not run
             // on the event loop. An uncompressed payload starting with field 2's tag (0x12) is a Batch.
+            // Anything bigger than a control frame goes there too, whatever its first byte.
             let firstByte = frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt8.self)
-            if frame.isCompressed || firstByte == 0x12 {
+            if frame.isCompressed || firstByte == 0x12 || frame.payload.readableBytes > 1024 {
                 dispatch(.raw(frame))
             } else {
                 control(frame)
@@ -150,7 +176,7 @@ final class SessionHandler: ChannelInboundHandler {
         case .hello(let hello): perform(machine.helloReceived(hello))
         case .batch(let batch): dispatch(.decoded(batch))
         case .ping(let ping): perform(machine.pingReceived(nonce: ping.nonce))
-        case .pong, nil: break
+        case .pong, .creditRequest, nil: break
         }
     }
 
@@ -160,28 +186,53 @@ final class SessionHandler: ChannelInboundHandler {
             perform(action)
             return
         }
+        if case .raw(let frame) = input {
+            let bytes = frame.payload.readableBytes
+            pendingByTicket[ticket] = bytes
+            pendingDecodeBytes += bytes
+            _ = server.pendingDecode.add(bytes)
+        }
         server.pipeline.submit(
             PipelineJob(
                 input: input, ticket: ticket, producer: producer, devicePrefix: devicePrefix,
                 maxDecompressedBytes: limits.limits.maxDecompressedBytes, session: handle))
-        if !readingPaused && machine.inPipeline >= server.configuration.maxFramesInPipelinePerConnection {
-            // Backpressure into TCP for a client that sends faster than the pipeline decodes: memory per
-            // connection stays bounded by this many frames.
+        updateReading()
+    }
+
+    /// Backpressure into TCP for a client that sends faster than the pipeline decodes: the socket is not read
+    /// while this connection has too many frames or bytes waiting, or every connection together has too many
+    /// bytes waiting; reading resumes below half of each (checked as frames finish and on every tick).
+    private func updateReading() {
+        let c = server.configuration
+        let total = server.pendingDecode.total
+        if !readingPaused {
+            guard machine.inPipeline >= c.maxFramesInPipelinePerConnection
+                || pendingDecodeBytes >= c.maxPendingDecodeBytesPerConnection
+                || total >= c.maxPendingDecodeBytes
+            else { return }
             readingPaused = true
             context?.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        } else {
+            guard machine.inPipeline <= c.maxFramesInPipelinePerConnection / 2,
+                pendingDecodeBytes <= c.maxPendingDecodeBytesPerConnection / 2,
+                total < c.maxPendingDecodeBytes / 2 || pendingDecodeBytes == 0 && total < c.maxPendingDecodeBytes
+            else { return }
+            readingPaused = false
+            context?.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
         }
     }
 
     // MARK: - Events from other threads (via SessionHandle)
 
     func pipelineFinished(ticket: UInt64, _ result: PipelineResult) {
+        if let bytes = pendingByTicket.removeValue(forKey: ticket) {
+            pendingDecodeBytes -= bytes
+            _ = server.pendingDecode.add(-bytes)
+        }
         guard !machine.isClosed else { return }
         if case .batch(let batch) = result { prepared[ticket] = batch }
         performAll(machine.decoded(ticket: ticket, result.decoded))
-        if readingPaused && machine.inPipeline <= server.configuration.maxFramesInPipelinePerConnection / 2 {
-            readingPaused = false
-            context?.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
-        }
+        updateReading()
     }
 
     func batchCommitted(seq: UInt64, _ outcome: BatchOutcome) {
@@ -248,10 +299,21 @@ final class SessionHandler: ChannelInboundHandler {
         perform(machine.replaced())
     }
 
+    func tokenRevoked() {
+        guard let tokenID else { return }
+        logger.notice("token revoked: closing its session")
+        perform(
+            machine.wireError(
+                WireError(
+                    .unauthenticated,
+                    "token \(tokenID) was revoked on the server: this session is closed; ask the operator for a valid token")))
+    }
+
     func authenticated(_ result: Result<UInt64, any Error>) {
         guard case .awaitingHello(authenticating: true) = machine.state, let producer else { return }
         switch result {
         case .success(let seq):
+            server.coordinator.connectionAuthenticated(connectionID, tokenID: tokenID)
             guard let credit = server.coordinator.openSession(connectionID, producer: producer) else {
                 perform(machine.helloRejected(WireError(.unavailable, "server is shutting down: reconnect in a moment")))
                 return
@@ -259,6 +321,8 @@ final class SessionHandler: ChannelInboundHandler {
             committedSeq = seq
             initialCredit = credit
             perform(machine.helloAccepted())
+        case .failure(let error as WireError):
+            perform(machine.helloRejected(error))
         case .failure(let error):
             perform(
                 machine.helloRejected(
@@ -270,6 +334,7 @@ final class SessionHandler: ChannelInboundHandler {
         let now = NIODeadline.now().uptimeNanoseconds
         machine.bytesReceived(now: progress.lastBytesAt, partialFramePending: progress.partialFramePending)
         perform(machine.tick(now: now))
+        if readingPaused { updateReading() }
     }
 
     // MARK: - Actions
@@ -340,14 +405,30 @@ final class SessionHandler: ChannelInboundHandler {
             }
             self.producer = producer
             self.devicePrefix = prefix
+            self.tokenID = tokenID
             logger[metadataKey: "producer"] = "\(producer)"
             if let tokenID { logger[metadataKey: "token"] = "\(tokenID)" }
             logger.debug("hello", metadata: ["client": "\(hello.clientName) \(hello.clientVersion)"])
             let pool = server.pool
+            let owners = tokenID == nil ? nil : server.owners
             let handle = self.handle
             Task {
                 let result: Result<UInt64, any Error>
-                do { result = .success(try await pool.committedSeq(of: producer)) } catch { result = .failure(error) }
+                do {
+                    // Ownership first: another token's Hello for this producer gets no session and does not
+                    // replace the owner's (anonymous loopback sessions have no token and are not checked).
+                    if let owners, let tokenID {
+                        let owner = try await owners.claim(producer, tokenID: tokenID)
+                        if owner != tokenID {
+                            throw WireError(
+                                .permissionDenied,
+                                "producer \(producer) belongs to another token (\(owner)): use that token, or a new producer id for this one")
+                        }
+                    }
+                    result = .success(try await pool.committedSeq(of: producer))
+                } catch {
+                    result = .failure(error)
+                }
                 handle?.authenticated(result)
             }
         }

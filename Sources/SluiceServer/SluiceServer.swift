@@ -89,7 +89,8 @@ public final class SluiceServer: Service, Sendable {
         let metrics = ServerMetrics(registry: metricsRegistry)
         let coordinator = IngestCoordinator(
             flow: configuration.flow, tokens: configuration.tokens, maxConnections: configuration.maxConnections,
-            metrics: metrics, logger: logger)
+            metrics: metrics, logger: logger, maxUnauthenticated: configuration.maxUnauthenticatedConnections,
+            maxUnauthenticatedPerAddress: configuration.maxUnauthenticatedPerAddress)
         let pipeline = IngestPipeline(
             concurrency: configuration.pipelineConcurrency, policy: configuration.validation, registry: registry)
         let pipelineTask = Task { await pipeline.run() }
@@ -106,7 +107,8 @@ public final class SluiceServer: Service, Sendable {
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         let context = ServerContext(
-            coordinator: coordinator, pipeline: pipeline, pool: pool, configuration: configuration, logger: logger)
+            coordinator: coordinator, pipeline: pipeline, pool: pool, configuration: configuration, logger: logger,
+            owners: ProducerOwners(databaseURL: configuration.writerPool.databaseURL))
         let listener: any Channel
         var http: (any Channel)?
         let tlsContext = tls.map { NIOLockedValueBox($0.context) }
@@ -186,10 +188,14 @@ public final class SluiceServer: Service, Sendable {
             readingsAccepted: totals.readingsAccepted, databaseReachable: running.pool.stats.databaseReachable)
     }
 
-    /// Replaces the token table (SIGHUP in `sluiced`). Sessions already open keep their scope.
+    /// Replaces the token table (SIGHUP in `sluiced`). Sessions whose token is still there keep their scope;
+    /// sessions whose token is gone are closed with `UNAUTHENTICATED` at once.
     public func reloadTokens(_ tokens: TokenTable) {
-        phase.withLockedValue { if case .running(let r) = $0 { r.coordinator.replaceTokens(tokens) } }
-        logger.info("tokens reloaded", metadata: ["tokens": "\(tokens.entries.count)"])
+        let coordinator = phase.withLockedValue { p -> IngestCoordinator? in
+            if case .running(let r) = p { r.coordinator } else { nil }
+        }
+        let revoked = coordinator?.replaceTokens(tokens) ?? 0
+        logger.info("tokens reloaded", metadata: ["tokens": "\(tokens.entries.count)", "sessions_closed": "\(revoked)"])
     }
 
     /// Re-reads the TLS certificate chain and key from the paths given at start (SIGHUP in `sluiced`), so a
@@ -316,13 +322,19 @@ public final class SluiceServer: Service, Sendable {
             ).json
         }
         let prometheus: @Sendable () -> [UInt8] = {
-            coordinator.observe(pool.stats)
+            // Gauges only: a scrape must not feed the flow controller (that would grant credit on demand).
+            coordinator.refreshGauges(pool.stats)
             return metrics.prometheusText()
         }
+        let open = HTTPConnectionLimiter.Count(limit: max(1, configuration.maxHTTPConnections))
+        let idle = TimeAmount.milliseconds(Int64(max(0.05, configuration.httpIdleTimeout) * 1000))
         return try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        IdleStateHandler(allTimeout: idle), HTTPConnectionLimiter(count: open),
+                    ])
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(HTTPEndpointHandler(status: status, metrics: prometheus))
                 }

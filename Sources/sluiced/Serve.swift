@@ -74,8 +74,23 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Batches validated and enriched at once. Default: the core count")
     var pipeline: String?
 
-    @Option(help: "Connections accepted at once. Default: 10000")
+    @Option(help: "Sessions (authenticated connections) at once. Default: 10000")
     var maxConnections: String?
+
+    @Option(help: "Connections still in their handshake at once, separate from --max-connections. Default: 1024")
+    var maxUnauthenticated: String?
+
+    @Option(help: "Connections still in their handshake from one source address. Default: 64")
+    var maxUnauthenticatedPerAddress: String?
+
+    @Option(help: "Seconds a connection has to send SLU1 and Hello and be authenticated. Default: 5")
+    var handshakeTimeout: String?
+
+    @Option(help: "HTTP (/status, /metrics) connections open at once. Default: 64")
+    var httpMaxConnections: String?
+
+    @Option(help: "Seconds an idle HTTP connection stays open. Default: 10")
+    var httpIdleTimeout: String?
 
     @Option(help: "Seconds a drain (SIGTERM) waits for the last acks. Default: 20")
     var drainTimeout: String?
@@ -100,6 +115,9 @@ struct Serve: AsyncParsableCommand {
             "listen": listen, "http": http, "database-url": databaseURL, "writers": writers, "pipeline": pipeline,
             "max-connections": maxConnections, "drain-timeout": drainTimeout, "log-level": logLevel,
             "log-format": logFormat, "tls-cert": tlsCert, "tls-key": tlsKey,
+            "max-unauthenticated": maxUnauthenticated, "max-unauthenticated-per-address": maxUnauthenticatedPerAddress,
+            "handshake-timeout": handshakeTimeout, "http-max-connections": httpMaxConnections,
+            "http-idle-timeout": httpIdleTimeout,
         ])
         let level = try Self.logLevel(settings)
         guard let format = LogFormat(rawValue: settings["log-format"] ?? "text") else {
@@ -145,6 +163,7 @@ struct Serve: AsyncParsableCommand {
         if let k = try settings.int("pipeline", range: 1...256) { configuration.pipelineConcurrency = k }
         if let n = try settings.int("max-connections", range: 1...1_000_000) { configuration.maxConnections = n }
         if let t = try settings.double("drain-timeout") { configuration.drainTimeout = t }
+        try Self.applyLimits(settings, to: &configuration)
 
         let server = SluiceServer(configuration: configuration, logger: logger, metricsRegistry: registry)
         let daemon = Daemon(server: server, tokenPath: tokenPath, logLevel: sharedLevel, reloadSettings: {
@@ -180,9 +199,25 @@ struct Serve: AsyncParsableCommand {
         _ = try settings.int("pipeline", range: 1...256)
         _ = try settings.int("max-connections", range: 1...1_000_000)
         _ = try settings.double("drain-timeout")
+        var scratch = SluiceServer.Configuration(writerPool: .init(databaseURL: ""))
+        try applyLimits(settings, to: &scratch)
         _ = try logLevel(settings)
         _ = try TokenFile.load(LocationOptions.tokenPath(settings))
         try tls(settings)?.validate()
+    }
+
+    /// The pre-authentication and HTTP limits.
+    static func applyLimits(_ settings: Settings, to configuration: inout SluiceServer.Configuration) throws {
+        if let n = try settings.int("max-unauthenticated", range: 1...1_000_000) { configuration.maxUnauthenticatedConnections = n }
+        if let n = try settings.int("max-unauthenticated-per-address", range: 1...1_000_000) {
+            configuration.maxUnauthenticatedPerAddress = n
+        }
+        if let t = try settings.double("handshake-timeout") {
+            guard t > 0 else { throw SettingsError("handshake-timeout = 0 (from \(settings.origin("handshake-timeout"))): give a number of seconds above 0") }
+            configuration.timeouts.handshake = UInt64(t * 1e9)
+        }
+        if let n = try settings.int("http-max-connections", range: 1...100_000) { configuration.maxHTTPConnections = n }
+        if let t = try settings.double("http-idle-timeout") { configuration.httpIdleTimeout = max(0.05, t) }
     }
 
     /// TLS on the ingest listener: `tls-cert` and `tls-key` together, or neither (plain TCP).
@@ -208,7 +243,9 @@ struct Serve: AsyncParsableCommand {
     /// The embedded cluster keeps its port across restarts (in `<state-dir>/postgres.port`), so a cluster
     /// left running by a crashed daemon is found again rather than duplicated.
     static func embeddedCluster(stateDir: String, logger: Logger) throws -> PostgresCluster {
-        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        // 0700: the cluster, its port file and the token file are the daemon's alone.
+        try FileManager.default.createDirectory(
+            atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let portFile = stateDir + "/postgres.port"
         let saved = (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap {
             Int($0.trimmingCharacters(in: .whitespacesAndNewlines))

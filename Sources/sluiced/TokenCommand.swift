@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SluiceCore
+import SluiceStore
 
 struct TokenCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,6 +28,7 @@ struct TokenCommand: ParsableCommand {
         var name: String = ""
 
         func run() throws {
+            try TokenTable.validate(devicePrefix: prefix, name: name)
             let path = LocationOptions.tokenPath(try location.settings())
             var table = try TokenFile.load(path)
             var rng = SystemRandomNumberGenerator()
@@ -61,18 +63,30 @@ struct TokenCommand: ParsableCommand {
         }
     }
 
-    struct Revoke: ParsableCommand {
+    struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Revoke a token by its id (from `token list`).",
-            discussion: "Example: sluiced token revoke 3f9a0c1d")
+            discussion: """
+                The producer ids the token owns stay owned by it (no other token can take them over) unless \
+                --release-producers is given, which frees them in the database (PostgreSQL must be running: \
+                --database-url, or the embedded cluster of --state-dir while sluiced runs).
+                Example: sluiced token revoke 3f9a0c1d --release-producers
+                """)
 
         @OptionGroup var location: LocationOptions
 
         @Argument(help: "The token's id.")
         var id: String
 
-        func run() throws {
-            let path = LocationOptions.tokenPath(try location.settings())
+        @Flag(help: "Also free the producer ids this token owns, so another token may claim them.")
+        var releaseProducers = false
+
+        @Option(help: "libpq URL of PostgreSQL, for --release-producers. Absent: the embedded cluster of --state-dir.")
+        var databaseURL: String?
+
+        func run() async throws {
+            let settings = try location.settings(extra: ["database-url": databaseURL])
+            let path = LocationOptions.tokenPath(settings)
             var table = try TokenFile.load(path)
             let before = table.entries.count
             table.entries.removeAll { $0.id == id }
@@ -80,8 +94,30 @@ struct TokenCommand: ParsableCommand {
                 // Not a usage mistake: no usage text, exit status 1.
                 throw SettingsError("no token with id \(id) in \(path): see `sluiced token list`")
             }
+            var released: Int?
+            if releaseProducers {
+                // First, so a database that cannot be reached leaves the token as it was.
+                let url = try Self.databaseURL(settings)
+                do {
+                    released = try await ProducerOwners(databaseURL: url).release(tokenID: id)
+                } catch {
+                    throw SettingsError("cannot free the producers of token \(id) in PostgreSQL (\(Settings.maskPassword(url))): \(error); the token was not revoked")
+                }
+            }
             try TokenFile.save(table, to: path)
-            print("revoked \(id); send SIGHUP to a running sluiced to apply it")
+            let freed = released.map { "; \($0) producer id\($0 == 1 ? "" : "s") freed" } ?? ""
+            print("revoked \(id)\(freed); send SIGHUP to a running sluiced to apply it")
+        }
+
+        static func databaseURL(_ settings: Settings) throws -> String {
+            if let url = settings["database-url"] { return url }
+            let stateDir = settings["state-dir"] ?? "./sluice-state"
+            guard let text = try? String(contentsOfFile: stateDir + "/postgres.port", encoding: .utf8),
+                let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            else {
+                throw SettingsError("--release-producers needs the database: no --database-url and no embedded cluster in \(stateDir)")
+            }
+            return "postgresql://sluice@127.0.0.1:\(port)/postgres"
         }
     }
 }

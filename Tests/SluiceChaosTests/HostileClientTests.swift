@@ -23,9 +23,13 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let healthyToken = "slu_chaos_healthy"
         let scopedToken = "slu_chaos_scoped"
-        let tokens = TokenTable(entries: [
+        let doomedToken = "slu_chaos_doomed"
+        let kept = [
             TokenEntry(id: "healthy", hashHex: SHA256.hexDigest(healthyToken), devicePrefix: "", createdAt: 0, name: ""),
             TokenEntry(id: "scoped", hashHex: SHA256.hexDigest(scopedToken), devicePrefix: "plant1.", createdAt: 0, name: ""),
+        ]
+        let tokens = TokenTable(entries: kept + [
+            TokenEntry(id: "doomed", hashHex: SHA256.hexDigest(doomedToken), devicePrefix: "", createdAt: 0, name: "")
         ])
         try tokens.serialized().write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
 
@@ -53,6 +57,19 @@ import Testing
             try await Task.sleep(for: .seconds(settle))
         }
         let attackers = Task { try await attack.misbehave() }
+        // A session whose token is revoked mid-attack (token file rewritten, SIGHUP): closed with UNAUTHENTICATED.
+        let doomed = try await RawClient.connect(port: port)
+        try await doomed.handshake(producer: producerID(160), token: doomedToken)
+        let revocation = Task { () throws -> Duration? in
+            try await Task.sleep(for: .seconds(1))
+            try TokenTable(entries: kept).serialized().write(toFile: dir + "/tokens", atomically: true, encoding: .utf8)
+            let start = ContinuousClock.now
+            daemon.signal(SIGHUP)
+            let frames = try await doomed.framesUntilClosed(timeout: .seconds(30))
+            let closedAfter = ContinuousClock.now - start
+            let error = frames.compactMap { if case .error(let e)? = $0.kind { e } else { nil } }.first
+            return error?.code == .unauthenticated && error?.closing == true ? closedAfter : nil
+        }
         let sampler = Task {
             while !Task.isCancelled {
                 memory.sample()
@@ -64,6 +81,7 @@ import Testing
             port: port, producer: 2, token: healthyToken, device: "healthy.attacked", batches: batches, size: size)
         let cpuAttacked = memory.cpuSeconds() - cpuAttackStart
         let outcomes = try await attackers.value
+        let revokedAfter = try await revocation.value
         sampler.cancel()
         memory.sample()
         await attack.closeAll()
@@ -82,15 +100,28 @@ import Testing
         #expect(outcomes.scopeDenied, "the out-of-scope batch was not refused with PERMISSION_DENIED")
         #expect(outcomes.closedByServer >= outcomes.expectedClosures, "\(outcomes)")
         #expect(outcomes.floodAcked == outcomes.floodSent, "\(outcomes)")
+        #expect(outcomes.longIDRefused == HostileCrowd.longIDAttackers, "\(outcomes)")
+        #expect(outcomes.emptySeriesRefused == HostileCrowd.emptySeriesAttackers, "\(outcomes)")
+        #expect(outcomes.takeoverDenied, "\(outcomes)")
+        #expect(outcomes.ownerUnaffected, "\(outcomes)")
+        #expect(outcomes.longTokenRefused == HostileCrowd.longTokenAttackers, "\(outcomes)")
+        #expect(outcomes.preauthRefused >= Self.idleConnections - 64, "\(outcomes)")
+        #expect(revokedAfter != nil, "the revoked session was not closed with UNAUTHENTICATED")
+        #expect(try db.scalar("SELECT count(*) FROM dead_letters") == 0, "a long-id or empty-series batch was dead-lettered")
+        #expect(try db.scalar("SELECT count(*) FROM producer_owners WHERE token_id = 'healthy'") >= 2)
+        let exited = try? await daemon.waitForExit(timeout: .milliseconds(10))
+        #expect(exited == nil, "sluiced exited (status \(exited.map { "\($0)" } ?? "-")): it must never restart")
 
         let peakMiB = Double(memory.peakKiB) / 1024
         let ratio = attacked.readingsPerSecond / quiet.readingsPerSecond
         print(
-            "chaos: hostile clients: \(Self.idleConnections) idle connections (opened in \(openTime)) + \(outcomes.summary); "
+            "chaos: hostile clients: \(Self.idleConnections) idle connections (opened in \(openTime)) + \(outcomes); "
                 + "sluiced peak RSS (VmHWM) \(String(format: "%.1f", peakMiB)) MiB (before the attack \(String(format: "%.1f", Double(rssBefore) / 1024)) MiB); "
                 + "healthy throughput \(Int(quiet.readingsPerSecond)) readings/s alone, \(Int(attacked.readingsPerSecond)) under attack "
                 + "(\(Int(ratio * 100))%); sluiced CPU while the healthy client streamed: \(String(format: "%.2f", cpuQuiet)) s alone, "
-                + "\(String(format: "%.2f", cpuAttacked)) s under attack; lost 0, duplicated 0 of \(2 * batches * size)")
+                + "\(String(format: "%.2f", cpuAttacked)) s under attack; lost 0, duplicated 0 of \(2 * batches * size); "
+                + "revoked session closed \(revokedAfter.map { "\($0)" } ?? "never") after SIGHUP; "
+                + "RSS after the attack \(String(format: "%.1f", Double(memory.current()) / 1024)) MiB")
         #expect(peakMiB < 256, "sluiced peak RSS \(peakMiB) MiB above the 256 MiB bar")
     }
 }
@@ -113,6 +144,15 @@ final class PeakMemory: Sendable {
     }
 
     var peakKiB: Int { peak.withLockedValue { $0 } }
+
+    /// VmRSS now, KiB.
+    func current() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        else { return 0 }
+        return kib
+    }
 
     /// User + system CPU seconds the process has used so far (from /proc/PID/stat).
     func cpuSeconds() -> Double {
@@ -165,8 +205,18 @@ final class HostileCrowd: Sendable {
         var floodSent = 0
         var floodAcked = 0
         var scopeDenied = false
+        var longIDRefused = 0
+        var emptySeriesRefused = 0
+        var takeoverDenied = false
+        var ownerUnaffected = false
+        var longTokenRefused = 0
+        var preauthRefused = 0
         var summary = ""
-        var description: String { "\(summary); closed by server \(closedByServer)/\(expectedClosures), flood acked \(floodAcked)/\(floodSent)" }
+        var description: String {
+            "\(summary); closed by server \(closedByServer)/\(expectedClosures), flood acked \(floodAcked)/\(floodSent), "
+                + "long ids refused \(longIDRefused), empty-series frames refused \(emptySeriesRefused), takeover denied \(takeoverDenied) "
+                + "(owner unaffected \(ownerUnaffected)), long tokens refused \(longTokenRefused), idle sockets refused at accept \(preauthRefused)"
+        }
     }
 
     let port: Int
@@ -186,13 +236,20 @@ final class HostileCrowd: Sendable {
         self.seed = seed
     }
 
-    /// Opens `idle` TCP connections; every other one sends the preface and nothing more.
+    static let longIDAttackers = 5
+    static let emptySeriesAttackers = 5
+    static let longTokenAttackers = 200
+
+    /// Opens `idle` TCP connections from 127.0.0.2 (one source address, not the healthy client's); every
+    /// other one sends the preface and nothing more. sluiced keeps at most its per-address cap of them
+    /// (`--max-unauthenticated-per-address`, 64) and refuses the rest at accept.
     func openIdle() async throws {
-        let bootstrap = ClientBootstrap(group: group)
+        let bootstrap = ClientBootstrap(group: group).bind(to: try SocketAddress(ipAddress: "127.0.0.2", port: 0))
         var opened: [any Channel] = []
         for i in 0..<idle {
             let channel = try await bootstrap.connect(host: "127.0.0.1", port: port).get()
-            if i % 2 == 0 { try await channel.writeAndFlush(channel.allocator.buffer(bytes: sluicePreface)) }
+            // The server may already have refused it (the per-address cap): a failed write is expected then.
+            if i % 2 == 0 { channel.writeAndFlush(channel.allocator.buffer(bytes: sluicePreface), promise: nil) }
             opened.append(channel)
         }
         idleChannels.withLockedValue { $0 = opened }
@@ -267,6 +324,62 @@ final class HostileCrowd: Sendable {
             kinds["random bytes", default: 0] += 1
             closers.append(Task { try await Self.closedByServer(c, timeout: .seconds(40)) })
         }
+        // Huge device ids: a 512 KiB id on 1,000 readings. INVALID_ARGUMENT before any per-reading work, no dead
+        // letters, the session goes on.
+        for i in 0..<Self.longIDAttackers {
+            let c = try await RawClient.connect(port: port)
+            try await c.handshake(producer: producerID(UInt8(170 + i)), token: token)
+            try await c.sendBatch(Readings.batch(seq: 1, device: String(repeating: "L", count: 512 << 10), count: 1_000), compressed: true)
+            let (error, _) = try await c.read(until: { if case .error = $0.kind { true } else { false } }, timeout: .seconds(60))
+            if case .error(let e)? = error?.kind, e.code == .invalidArgument, !e.closing { out.longIDRefused += 1 }
+            await c.close()
+        }
+        kinds["512 KiB device id", default: 0] += Self.longIDAttackers
+        // A million empty series in one small zstd frame.
+        for i in 0..<Self.emptySeriesAttackers {
+            let c = try await RawClient.connect(port: port)
+            try await c.handshake(producer: producerID(UInt8(180 + i)), token: token)
+            try await c.sendRawFrame(flags: RawFrame.zstdFlag, payload: Self.emptySeriesFrame(count: 1_000_000))
+            let (error, _) = try await c.read(until: { if case .error = $0.kind { true } else { false } }, timeout: .seconds(60))
+            if case .error(let e)? = error?.kind, e.code == .invalidArgument { out.emptySeriesRefused += 1 }
+            await c.close()
+        }
+        kinds["1,000,000 empty series", default: 0] += Self.emptySeriesAttackers
+        // Takeover: another token says Hello with a producer id the healthy token owns.
+        let owner = try await RawClient.connect(port: port)
+        try await owner.handshake(producer: producerID(190), token: token)
+        let thief = try await RawClient.connect(port: port)
+        try await thief.sendPreface()
+        try await thief.send(ClientFrame(.hello(RawClient.hello(producer: producerID(190), token: scopedToken))))
+        let thiefFrames = try await thief.framesUntilClosed(timeout: .seconds(30))
+        out.takeoverDenied = thiefFrames.contains { if case .error(let e)? = $0.kind { e.code == .permissionDenied } else { false } }
+        try await owner.sendBatchWhenCredit(Readings.batch(seq: 1, device: "owner.dev", count: 10), timeout: .seconds(60))
+        let ownerAcks = try await owner.acks(for: [1], timeout: .seconds(60))
+        out.ownerUnaffected = ownerAcks[1]?.accepted == 10
+        await owner.close()
+        kinds["takeover attempt", default: 0] += 1
+        // Long tokens: 60 KiB each, 20 at a time. UNAUTHENTICATED, never hashed.
+        for round in 0..<(Self.longTokenAttackers / 20) {
+            let results = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for i in 0..<20 {
+                    group.addTask { [port] in
+                        let c = try await RawClient.connect(port: port)
+                        try await c.sendPreface()
+                        let long = String(repeating: "k", count: 60_000 + round * 20 + i)
+                        try await c.send(ClientFrame(.hello(RawClient.hello(producer: producerID(200), token: long))))
+                        let frames = try await c.framesUntilClosed(timeout: .seconds(30))
+                        return frames.contains { if case .error(let e)? = $0.kind { e.code == .unauthenticated } else { false } }
+                    }
+                }
+                var ok = 0
+                for try await r in group where r { ok += 1 }
+                return ok
+            }
+            out.longTokenRefused += results
+        }
+        kinds["60 KiB token", default: 0] += Self.longTokenAttackers
+        out.preauthRefused = idleChannels.withLockedValue { $0 }.filter { !$0.isActive }.count
+
         // A token used for devices outside its scope: refused, the session goes on.
         let scoped = try await RawClient.connect(port: port)
         try await scoped.handshake(producer: producerID(130), token: scopedToken)
@@ -308,6 +421,23 @@ final class HostileCrowd: Sendable {
         for closer in closers where try await closer.value { out.closedByServer += 1 }
         out.summary = kinds.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         return out
+    }
+
+    /// A zstd frame holding `ClientFrame { batch { seq 1, series × count, each empty } }`.
+    static func emptySeriesFrame(count: Int) -> [UInt8] {
+        func varint(_ value: Int) -> [UInt8] {
+            var v = value
+            var out: [UInt8] = []
+            while v >= 0x80 {
+                out.append(UInt8(v & 0x7f) | 0x80)
+                v >>= 7
+            }
+            return out + [UInt8(v)]
+        }
+        var batch: [UInt8] = [0x08, 0x01]
+        batch.reserveCapacity(2 + 2 * count)
+        for _ in 0..<count { batch += [0x12, 0x00] }
+        return Array(ZstdCompressor().compress([0x12] + varint(batch.count) + batch).readableBytesView)
     }
 
     private static func isAck(_ frame: ServerFrame) -> Bool {

@@ -34,16 +34,6 @@ import Testing
         #expect(order == [1, 3, 4])
     }
 
-    @Test func welcomeCommittedSeqDropsEverythingAtOrBelowIt() {
-        var buffer = filled([3, 4, 5, 6])
-        buffer.markNextSent()
-        let dropped = buffer.removeThrough(seq: 4)
-        #expect(dropped.map(\.seq) == [3, 4])
-        #expect(buffer.all.map(\.seq) == [5, 6])
-        #expect(buffer.nextToSend?.seq == 5)
-        #expect(buffer.bytes == 200)
-    }
-
     @Test func anAckOutOfOrderKeepsTheSendCursorRight() {
         var buffer = filled([1, 2, 3])
         buffer.markNextSent()

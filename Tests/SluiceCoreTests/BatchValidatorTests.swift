@@ -163,9 +163,10 @@ import Testing
         #expect(try validate(batch(series("plant1.x", values: [1])), prefix: "plant1.").acceptedCount == 1)
     }
 
-    @Test func emptyBatchIsValid() throws {
-        let result = try validate(batch())
-        #expect(result.acceptedCount == 0 && result.rejected.isEmpty)
+    @Test func emptyBatchIsInvalidArgument() {
+        // A batch of no readings costs no credit, so accepting it would let a client without credit grow the
+        // writer queue (issue 15).
+        #expect { try validate(batch()) } throws: { ($0 as! WireError).code == .invalidArgument }
     }
 
     @Test func readingCountIsTheSumOfSeriesLengths() {

@@ -97,6 +97,71 @@ import Testing
         #expect(try await daemon.waitForExit() == 0)
     }
 
+    @Test func tokenFilesAreWrittenPrivatelyAndPrefixesAndNamesAreValidated() async throws {
+        let dir = try temporaryDirectory("token-file")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tokenFile = dir + "/fresh/tokens"
+        _ = try await run(["token", "create", "--token-file", tokenFile, "--prefix", "plant1.", "--name", "gw 3"])
+        let fileMode = try FileManager.default.attributesOfItem(atPath: tokenFile)[.posixPermissions] as? Int
+        #expect(fileMode == 0o600)
+        let dirMode = try FileManager.default.attributesOfItem(atPath: dir + "/fresh")[.posixPermissions] as? Int
+        #expect(dirMode == 0o700)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/fresh") == ["tokens"], "no temporary file left")
+        let before = try String(contentsOfFile: tokenFile, encoding: .utf8)
+
+        for (flag, value, expected) in [
+            ("--prefix", "plant 1", "--prefix \"plant 1\" is not a device-id prefix"),
+            ("--name", "gw\nevil 00 * 0", "--name \"gw\\nevil 00 * 0\" must be one line"),
+        ] {
+            let process = try SluicedProcess.launch(["token", "create", "--token-file", tokenFile, flag, value])
+            #expect(try await process.waitForExit() != 0)
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(process.log.contains(expected), "\(process.log)")
+        }
+        #expect(try String(contentsOfFile: tokenFile, encoding: .utf8) == before, "a refused create changed the file")
+    }
+
+    @Test func revokeReleasesProducersOnlyWhenAsked() async throws {
+        let url = try TestDatabase.freshDatabase(named: "srv_cmd_release")
+        let dir = try temporaryDirectory("release")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tokenFile = dir + "/tokens"
+        let first = try await run(["token", "create", "--token-file", tokenFile]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let second = try await run(["token", "create", "--token-file", tokenFile]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let third = try await run(["token", "create", "--token-file", tokenFile]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let (daemon, port) = try await SluicedProcess.start(
+            ["--database-url", url, "--listen", "127.0.0.1:0", "--http", "off", "--token-file", tokenFile])
+        defer { daemon.kill() }
+        for (token, producer) in [(first, UInt8(93)), (second, UInt8(94))] {
+            let c = try await RawClient.connect(port: port)
+            try await c.handshake(producer: producerID(producer), token: token)
+            await c.close()
+        }
+        let db = try TestConnection(url: url)
+        #expect(try db.scalar("SELECT count(*) FROM producer_owners") == 2)
+        // Revoked without the flag: its producer stays owned (by nobody who can connect).
+        _ = try await run(["token", "revoke", "--token-file", tokenFile, String(SHA256.hexDigest(first).prefix(8))])
+        #expect(try db.scalar("SELECT count(*) FROM producer_owners") == 2)
+        // With it: freed, and another token may claim it.
+        let out = try await run([
+            "token", "revoke", "--token-file", tokenFile, "--database-url", url, "--release-producers",
+            String(SHA256.hexDigest(second).prefix(8)),
+        ])
+        #expect(out.contains("1 producer id freed"), "\(out)")
+        #expect(try db.scalar("SELECT count(*) FROM producer_owners") == 1)
+        daemon.signal(SIGHUP)
+        let claimed = try await RawClient.connect(port: port)
+        try await claimed.handshake(producer: producerID(94), token: third)
+        await claimed.close()
+        let denied = try await RawClient.connect(port: port)
+        try await denied.sendPreface()
+        try await denied.send(ClientFrame(.hello(RawClient.hello(producer: producerID(93), token: third))))
+        let frames = try await denied.framesUntilClosed()
+        #expect(frames.contains { if case .error(let e)? = $0.kind { e.code == .permissionDenied } else { false } }, "\(frames)")
+        daemon.signal(SIGTERM)
+        #expect(try await daemon.waitForExit() == 0)
+    }
+
     /// Runs a short `sluiced` command and returns its stdout.
     func run(_ arguments: [String]) async throws -> String {
         let process = try SluicedProcess.launch(arguments)

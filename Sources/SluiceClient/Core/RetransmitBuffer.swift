@@ -1,8 +1,9 @@
 /// Every batch sent (or cut) but not yet acknowledged, in seq order, bounded in bytes.
 ///
-/// A batch leaves only when the server acks it, rejects it whole, or reports (in `Welcome.committed_seq`)
-/// that it was committed earlier. After a reconnect every batch still here is resent, oldest first, before
-/// anything new: `sentCount` marks how many from the front have gone out on the current session.
+/// A batch leaves only when the server acks it or rejects it whole; one that `Welcome.committed_seq` says was
+/// committed earlier is resent too, so that its duplicate ack reports what the server stored. After a
+/// reconnect every batch still here is resent, oldest first, before anything new: `sentCount` marks how many
+/// from the front have gone out on the current session.
 public struct RetransmitBuffer<Payload: Sendable>: Sendable {
     public struct Entry: Sendable {
         public var seq: UInt64
@@ -69,20 +70,6 @@ public struct RetransmitBuffer<Payload: Sendable>: Sendable {
         readings -= entry.readings
         compact()
         return entry
-    }
-
-    /// Removes every batch at or below `seq` (the server says they were committed) and returns them.
-    public mutating func removeThrough(seq: UInt64) -> [Entry] {
-        var removed: [Entry] = []
-        while head < entries.count, entries[head].seq <= seq {
-            removed.append(entries[head])
-            bytes -= entries[head].bytes
-            readings -= entries[head].readings
-            if sentCount > 0 { sentCount -= 1 }
-            head += 1
-        }
-        compact()
-        return removed
     }
 
     /// Every entry held, oldest first.

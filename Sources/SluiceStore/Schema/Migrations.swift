@@ -99,5 +99,19 @@ enum Migrations {
                 END
                 $fn$;
                 """),
+        // Version 2 is another change's (it merges in before this one); the migrator applies whichever
+        // versions a database lacks, so the gap is harmless meanwhile.
+        Migration(
+            version: 3, summary: "producer_owners: the token that first claimed each producer id",
+            sql: """
+                -- A producer id belongs to the token that first said Hello with it (DESIGN §2); another token
+                -- gets PERMISSION_DENIED. token_id is the token file's public id (8 hex digits of its hash).
+                CREATE TABLE producer_owners (
+                    producer_id uuid PRIMARY KEY,
+                    token_id text NOT NULL,
+                    claimed_at timestamptz NOT NULL DEFAULT now()
+                );
+                CREATE INDEX producer_owners_token ON producer_owners (token_id);
+                """),
     ]
 }

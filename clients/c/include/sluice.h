@@ -128,7 +128,7 @@ typedef struct sluice_ack {
     uint32_t readings;            /* readings the batch held                                           */
     uint32_t accepted;            /* written to the readings table                                     */
     uint32_t rejected;            /* written to the dead-letter table (bad value, timestamp, name)     */
-    int duplicate;                /* 1: this seq had been committed before; nothing was written again  */
+    int duplicate;                /* 1: committed before (nothing written again); the counts are its original outcome */
     int dropped;                  /* 1: the server rejected the batch whole; it was dropped, not stored */
     int first_reject_code;        /* RejectCode of the first rejected reading (0 if none), or the status
                                      code of the rejection when dropped                                */

@@ -147,8 +147,6 @@ static void report(sluice_client *c, const sl_batch *b, const Sluice__V1__Ack *a
         info.dropped = 1;
         info.first_reject_code = status;
         info.first_reject_message = message ? message : "";
-    } else {
-        info.duplicate = 1; /* committed in an earlier session: Welcome.committed_seq covers it */
     }
     c->cfg.on_ack(c->cfg.on_ack_user, &info);
 }
@@ -196,14 +194,9 @@ static int on_welcome(sluice_client *c, const Sluice__V1__Welcome *w) {
     c->srv_max_batch_readings = w->max_batch_readings;
     c->srv_max_frame_bytes = w->max_frame_bytes;
     c->heartbeat_ms = w->heartbeat_interval_ms;
-    /* Batches at or below committed_seq were committed in an earlier session: their ack was lost. */
-    while (c->unacked_head != NULL && c->unacked_head->seq <= w->committed_seq) {
-        sl_batch *b = take_unacked(c, c->unacked_head->seq);
-        c->st.batches_acked++;
-        c->st.batches_duplicate++;
-        report(c, b, NULL, 0, 0, NULL);
-        sl_batch_free(&c->mem, b);
-    }
+    /* Batches at or below committed_seq were committed in an earlier session and their ack was lost. They
+       are resent all the same: the server acks each as a duplicate with the counts of its original outcome
+       (dead-lettered readings included), which committed_seq alone cannot tell the ack callback. */
     if (c->next_seq <= w->committed_seq) c->next_seq = w->committed_seq + 1;
     c->tx_batch = c->unacked_head;
     c->tx_off = 0;

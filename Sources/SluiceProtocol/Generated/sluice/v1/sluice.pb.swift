@@ -182,6 +182,9 @@ public nonisolated enum Sluice_V1_RejectCode: SwiftProtobuf.Enum, Swift.CaseIter
 
   /// metric not 1–64 bytes of [a-z0-9_.]
   case badMetric // = 5
+
+  /// PostgreSQL refused the row (a constraint, a trigger): the message
+  case databaseRefused // = 6
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -196,6 +199,7 @@ public nonisolated enum Sluice_V1_RejectCode: SwiftProtobuf.Enum, Swift.CaseIter
     case 3: self = .inFuture
     case 4: self = .badDeviceID
     case 5: self = .badMetric
+    case 6: self = .databaseRefused
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -208,6 +212,7 @@ public nonisolated enum Sluice_V1_RejectCode: SwiftProtobuf.Enum, Swift.CaseIter
     case .inFuture: return 3
     case .badDeviceID: return 4
     case .badMetric: return 5
+    case .databaseRefused: return 6
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -220,6 +225,7 @@ public nonisolated enum Sluice_V1_RejectCode: SwiftProtobuf.Enum, Swift.CaseIter
     .inFuture,
     .badDeviceID,
     .badMetric,
+    .databaseRefused,
   ]
 
 }
@@ -268,6 +274,15 @@ public nonisolated struct Sluice_V1_ClientFrame: Sendable {
     set {kind = .pong(newValue)}
   }
 
+  /// the client waits for credit (only when Welcome.credit_requests)
+  public var creditRequest: Sluice_V1_CreditRequest {
+    get {
+      if case .creditRequest(let v)? = kind {return v}
+      return Sluice_V1_CreditRequest()
+    }
+    set {kind = .creditRequest(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -279,6 +294,8 @@ public nonisolated struct Sluice_V1_ClientFrame: Sendable {
     case ping(Sluice_V1_Ping)
     /// answer to a server Ping
     case pong(Sluice_V1_Pong)
+    /// the client waits for credit (only when Welcome.credit_requests)
+    case creditRequest(Sluice_V1_CreditRequest)
 
   }
 
@@ -435,6 +452,9 @@ public nonisolated struct Sluice_V1_Welcome: Sendable {
   /// client may drop buffered batches at or below it
   public var compression: Sluice_V1_Compression = .none
 
+  /// the server reads CreditRequest: a client whose next batch needs more
+  public var creditRequests: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -549,6 +569,21 @@ public nonisolated struct Sluice_V1_Credit: Sendable {
   public init() {}
 }
 
+/// The client holds a batch it cannot send yet: `readings` is the credit it needs to hold in all (at most
+/// Welcome.max_batch_readings). The server answers with Credit once its budget allows, connections in the order
+/// they asked; sending it again replaces the earlier request. Credit granted without a request still counts.
+public nonisolated struct Sluice_V1_CreditRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var readings: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Sluice_V1_Error: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -624,12 +659,12 @@ nonisolated extension Sluice_V1_StatusCode: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Sluice_V1_RejectCode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REJECT_CODE_UNSPECIFIED\0\u{1}REJECT_CODE_VALUE_NOT_FINITE\0\u{1}REJECT_CODE_TOO_OLD\0\u{1}REJECT_CODE_IN_FUTURE\0\u{1}REJECT_CODE_BAD_DEVICE_ID\0\u{1}REJECT_CODE_BAD_METRIC\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REJECT_CODE_UNSPECIFIED\0\u{1}REJECT_CODE_VALUE_NOT_FINITE\0\u{1}REJECT_CODE_TOO_OLD\0\u{1}REJECT_CODE_IN_FUTURE\0\u{1}REJECT_CODE_BAD_DEVICE_ID\0\u{1}REJECT_CODE_BAD_METRIC\0\u{1}REJECT_CODE_DATABASE_REFUSED\0")
 }
 
 nonisolated extension Sluice_V1_ClientFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClientFrame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}batch\0\u{1}ping\0\u{1}pong\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}batch\0\u{1}ping\0\u{1}pong\0\u{3}credit_request\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -689,6 +724,19 @@ nonisolated extension Sluice_V1_ClientFrame: SwiftProtobuf.Message, SwiftProtobu
           self.kind = .pong(v)
         }
       }()
+      case 5: try {
+        var v: Sluice_V1_CreditRequest?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .creditRequest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .creditRequest(v)
+        }
+      }()
       default: break
       }
     }
@@ -715,6 +763,10 @@ nonisolated extension Sluice_V1_ClientFrame: SwiftProtobuf.Message, SwiftProtobu
     case .pong?: try {
       guard case .pong(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .creditRequest?: try {
+      guard case .creditRequest(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     }()
     case nil: break
     }
@@ -937,7 +989,7 @@ nonisolated extension Sluice_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Sluice_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}session_id\0\u{3}initial_credit\0\u{3}max_batch_readings\0\u{3}max_frame_bytes\0\u{3}max_decompressed_bytes\0\u{3}heartbeat_interval_ms\0\u{3}committed_seq\0\u{1}compression\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}session_id\0\u{3}initial_credit\0\u{3}max_batch_readings\0\u{3}max_frame_bytes\0\u{3}max_decompressed_bytes\0\u{3}heartbeat_interval_ms\0\u{3}committed_seq\0\u{1}compression\0\u{3}credit_requests\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -954,6 +1006,7 @@ nonisolated extension Sluice_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._M
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.committedSeq) }()
       case 9: try { try decoder.decodeSingularEnumField(value: &self.compression) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.creditRequests) }()
       default: break
       }
     }
@@ -987,6 +1040,9 @@ nonisolated extension Sluice_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.compression != .none {
       try visitor.visitSingularEnumField(value: self.compression, fieldNumber: 9)
     }
+    if self.creditRequests != false {
+      try visitor.visitSingularBoolField(value: self.creditRequests, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1000,6 +1056,7 @@ nonisolated extension Sluice_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
     if lhs.committedSeq != rhs.committedSeq {return false}
     if lhs.compression != rhs.compression {return false}
+    if lhs.creditRequests != rhs.creditRequests {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1219,6 +1276,36 @@ nonisolated extension Sluice_V1_Credit: SwiftProtobuf.Message, SwiftProtobuf._Me
   }
 
   public static func ==(lhs: Sluice_V1_Credit, rhs: Sluice_V1_Credit) -> Bool {
+    if lhs.readings != rhs.readings {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_CreditRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreditRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}readings\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.readings) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.readings != 0 {
+      try visitor.visitSingularUInt64Field(value: self.readings, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_CreditRequest, rhs: Sluice_V1_CreditRequest) -> Bool {
     if lhs.readings != rhs.readings {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

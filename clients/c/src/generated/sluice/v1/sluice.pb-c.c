@@ -412,6 +412,51 @@ void   sluice__v1__credit__free_unpacked
   assert(message->base.descriptor == &sluice__v1__credit__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   sluice__v1__credit_request__init
+                     (Sluice__V1__CreditRequest         *message)
+{
+  static const Sluice__V1__CreditRequest init_value = SLUICE__V1__CREDIT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__credit_request__get_packed_size
+                     (const Sluice__V1__CreditRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__credit_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__credit_request__pack
+                     (const Sluice__V1__CreditRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__credit_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__credit_request__pack_to_buffer
+                     (const Sluice__V1__CreditRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__credit_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__CreditRequest *
+       sluice__v1__credit_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__CreditRequest *)
+     protobuf_c_message_unpack (&sluice__v1__credit_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__credit_request__free_unpacked
+                     (Sluice__V1__CreditRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__credit_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message)
 {
@@ -592,7 +637,7 @@ void   sluice__v1__go_away__free_unpacked
   assert(message->base.descriptor == &sluice__v1__go_away__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor sluice__v1__client_frame__field_descriptors[4] =
+static const ProtobufCFieldDescriptor sluice__v1__client_frame__field_descriptors[5] =
 {
   {
     "hello",
@@ -642,9 +687,22 @@ static const ProtobufCFieldDescriptor sluice__v1__client_frame__field_descriptor
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "credit_request",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__ClientFrame, kind_case),
+    offsetof(Sluice__V1__ClientFrame, credit_request),
+    &sluice__v1__credit_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__client_frame__field_indices_by_name[] = {
   1,   /* field[1] = batch */
+  4,   /* field[4] = credit_request */
   0,   /* field[0] = hello */
   2,   /* field[2] = ping */
   3,   /* field[3] = pong */
@@ -652,7 +710,7 @@ static const unsigned sluice__v1__client_frame__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__client_frame__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor sluice__v1__client_frame__descriptor =
 {
@@ -662,7 +720,7 @@ const ProtobufCMessageDescriptor sluice__v1__client_frame__descriptor =
   "Sluice__V1__ClientFrame",
   "sluice.v1",
   sizeof(Sluice__V1__ClientFrame),
-  4,
+  5,
   sluice__v1__client_frame__field_descriptors,
   sluice__v1__client_frame__field_indices_by_name,
   1,  sluice__v1__client_frame__number_ranges,
@@ -888,7 +946,7 @@ const ProtobufCMessageDescriptor sluice__v1__hello__descriptor =
   (ProtobufCMessageInit) sluice__v1__hello__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__welcome__field_descriptors[9] =
+static const ProtobufCFieldDescriptor sluice__v1__welcome__field_descriptors[10] =
 {
   {
     "protocol_version",
@@ -998,10 +1056,23 @@ static const ProtobufCFieldDescriptor sluice__v1__welcome__field_descriptors[9] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "credit_requests",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Welcome, credit_requests),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__welcome__field_indices_by_name[] = {
   7,   /* field[7] = committed_seq */
   8,   /* field[8] = compression */
+  9,   /* field[9] = credit_requests */
   6,   /* field[6] = heartbeat_interval_ms */
   2,   /* field[2] = initial_credit */
   3,   /* field[3] = max_batch_readings */
@@ -1013,7 +1084,7 @@ static const unsigned sluice__v1__welcome__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__welcome__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor sluice__v1__welcome__descriptor =
 {
@@ -1023,7 +1094,7 @@ const ProtobufCMessageDescriptor sluice__v1__welcome__descriptor =
   "Sluice__V1__Welcome",
   "sluice.v1",
   sizeof(Sluice__V1__Welcome),
-  9,
+  10,
   sluice__v1__welcome__field_descriptors,
   sluice__v1__welcome__field_indices_by_name,
   1,  sluice__v1__welcome__number_ranges,
@@ -1402,6 +1473,44 @@ const ProtobufCMessageDescriptor sluice__v1__credit__descriptor =
   (ProtobufCMessageInit) sluice__v1__credit__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor sluice__v1__credit_request__field_descriptors[1] =
+{
+  {
+    "readings",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__CreditRequest, readings),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__credit_request__field_indices_by_name[] = {
+  0,   /* field[0] = readings */
+};
+static const ProtobufCIntRange sluice__v1__credit_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__credit_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.CreditRequest",
+  "CreditRequest",
+  "Sluice__V1__CreditRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__CreditRequest),
+  1,
+  sluice__v1__credit_request__field_descriptors,
+  sluice__v1__credit_request__field_indices_by_name,
+  1,  sluice__v1__credit_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__credit_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor sluice__v1__error__field_descriptors[4] =
 {
   {
@@ -1680,7 +1789,7 @@ const ProtobufCEnumDescriptor sluice__v1__status_code__descriptor =
   sluice__v1__status_code__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue sluice__v1__reject_code__enum_values_by_number[6] =
+static const ProtobufCEnumValue sluice__v1__reject_code__enum_values_by_number[7] =
 {
   { "REJECT_CODE_UNSPECIFIED", "SLUICE__V1__REJECT_CODE__REJECT_CODE_UNSPECIFIED", 0 },
   { "REJECT_CODE_VALUE_NOT_FINITE", "SLUICE__V1__REJECT_CODE__REJECT_CODE_VALUE_NOT_FINITE", 1 },
@@ -1688,14 +1797,16 @@ static const ProtobufCEnumValue sluice__v1__reject_code__enum_values_by_number[6
   { "REJECT_CODE_IN_FUTURE", "SLUICE__V1__REJECT_CODE__REJECT_CODE_IN_FUTURE", 3 },
   { "REJECT_CODE_BAD_DEVICE_ID", "SLUICE__V1__REJECT_CODE__REJECT_CODE_BAD_DEVICE_ID", 4 },
   { "REJECT_CODE_BAD_METRIC", "SLUICE__V1__REJECT_CODE__REJECT_CODE_BAD_METRIC", 5 },
+  { "REJECT_CODE_DATABASE_REFUSED", "SLUICE__V1__REJECT_CODE__REJECT_CODE_DATABASE_REFUSED", 6 },
 };
 static const ProtobufCIntRange sluice__v1__reject_code__value_ranges[] = {
-{0, 0},{0, 6}
+{0, 0},{0, 7}
 };
-static const ProtobufCEnumValueIndex sluice__v1__reject_code__enum_values_by_name[6] =
+static const ProtobufCEnumValueIndex sluice__v1__reject_code__enum_values_by_name[7] =
 {
   { "REJECT_CODE_BAD_DEVICE_ID", 4 },
   { "REJECT_CODE_BAD_METRIC", 5 },
+  { "REJECT_CODE_DATABASE_REFUSED", 6 },
   { "REJECT_CODE_IN_FUTURE", 3 },
   { "REJECT_CODE_TOO_OLD", 2 },
   { "REJECT_CODE_UNSPECIFIED", 0 },
@@ -1708,9 +1819,9 @@ const ProtobufCEnumDescriptor sluice__v1__reject_code__descriptor =
   "RejectCode",
   "Sluice__V1__RejectCode",
   "sluice.v1",
-  6,
+  7,
   sluice__v1__reject_code__enum_values_by_number,
-  6,
+  7,
   sluice__v1__reject_code__enum_values_by_name,
   1,
   sluice__v1__reject_code__value_ranges,

@@ -24,6 +24,7 @@ typedef struct Sluice__V1__Series Sluice__V1__Series;
 typedef struct Sluice__V1__Rejection Sluice__V1__Rejection;
 typedef struct Sluice__V1__Ack Sluice__V1__Ack;
 typedef struct Sluice__V1__Credit Sluice__V1__Credit;
+typedef struct Sluice__V1__CreditRequest Sluice__V1__CreditRequest;
 typedef struct Sluice__V1__Error Sluice__V1__Error;
 typedef struct Sluice__V1__Ping Sluice__V1__Ping;
 typedef struct Sluice__V1__Pong Sluice__V1__Pong;
@@ -114,7 +115,11 @@ typedef enum _Sluice__V1__RejectCode {
   /*
    * metric not 1–64 bytes of [a-z0-9_.]
    */
-  SLUICE__V1__REJECT_CODE__REJECT_CODE_BAD_METRIC = 5
+  SLUICE__V1__REJECT_CODE__REJECT_CODE_BAD_METRIC = 5,
+  /*
+   * PostgreSQL refused the row (a constraint, a trigger): the message
+   */
+  SLUICE__V1__REJECT_CODE__REJECT_CODE_DATABASE_REFUSED = 6
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REJECT_CODE)
 } Sluice__V1__RejectCode;
 
@@ -125,7 +130,8 @@ typedef enum {
   SLUICE__V1__CLIENT_FRAME__KIND_HELLO = 1,
   SLUICE__V1__CLIENT_FRAME__KIND_BATCH = 2,
   SLUICE__V1__CLIENT_FRAME__KIND_PING = 3,
-  SLUICE__V1__CLIENT_FRAME__KIND_PONG = 4
+  SLUICE__V1__CLIENT_FRAME__KIND_PONG = 4,
+  SLUICE__V1__CLIENT_FRAME__KIND_CREDIT_REQUEST = 5
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__CLIENT_FRAME__KIND__CASE)
 } Sluice__V1__ClientFrame__KindCase;
 
@@ -153,6 +159,10 @@ struct  Sluice__V1__ClientFrame
      * answer to a server Ping
      */
     Sluice__V1__Pong *pong;
+    /*
+     * the client waits for credit (only when Welcome.credit_requests)
+     */
+    Sluice__V1__CreditRequest *credit_request;
   };
 };
 #define SLUICE__V1__CLIENT_FRAME__INIT \
@@ -285,10 +295,14 @@ struct  Sluice__V1__Welcome
    * compression the server uses for its own frames (usually NONE)
    */
   Sluice__V1__Compression compression;
+  /*
+   * the server reads CreditRequest: a client whose next batch needs more
+   */
+  protobuf_c_boolean credit_requests;
 };
 #define SLUICE__V1__WELCOME__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__welcome__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0, 0, SLUICE__V1__COMPRESSION__COMPRESSION_NONE }
+    , 0, 0, 0, 0, 0, 0, 0, 0, SLUICE__V1__COMPRESSION__COMPRESSION_NONE, 0 }
 
 
 /*
@@ -417,6 +431,21 @@ struct  Sluice__V1__Credit
 };
 #define SLUICE__V1__CREDIT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__credit__descriptor) \
+    , 0 }
+
+
+/*
+ * The client holds a batch it cannot send yet: `readings` is the credit it needs to hold in all (at most
+ * Welcome.max_batch_readings). The server answers with Credit once its budget allows, connections in the order
+ * they asked; sending it again replaces the earlier request. Credit granted without a request still counts.
+ */
+struct  Sluice__V1__CreditRequest
+{
+  ProtobufCMessage base;
+  uint64_t readings;
+};
+#define SLUICE__V1__CREDIT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__credit_request__descriptor) \
     , 0 }
 
 
@@ -653,6 +682,25 @@ Sluice__V1__Credit *
 void   sluice__v1__credit__free_unpacked
                      (Sluice__V1__Credit *message,
                       ProtobufCAllocator *allocator);
+/* Sluice__V1__CreditRequest methods */
+void   sluice__v1__credit_request__init
+                     (Sluice__V1__CreditRequest         *message);
+size_t sluice__v1__credit_request__get_packed_size
+                     (const Sluice__V1__CreditRequest   *message);
+size_t sluice__v1__credit_request__pack
+                     (const Sluice__V1__CreditRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__credit_request__pack_to_buffer
+                     (const Sluice__V1__CreditRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__CreditRequest *
+       sluice__v1__credit_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__credit_request__free_unpacked
+                     (Sluice__V1__CreditRequest *message,
+                      ProtobufCAllocator *allocator);
 /* Sluice__V1__Error methods */
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message);
@@ -758,6 +806,9 @@ typedef void (*Sluice__V1__Ack_Closure)
 typedef void (*Sluice__V1__Credit_Closure)
                  (const Sluice__V1__Credit *message,
                   void *closure_data);
+typedef void (*Sluice__V1__CreditRequest_Closure)
+                 (const Sluice__V1__CreditRequest *message,
+                  void *closure_data);
 typedef void (*Sluice__V1__Error_Closure)
                  (const Sluice__V1__Error *message,
                   void *closure_data);
@@ -788,6 +839,7 @@ extern const ProtobufCMessageDescriptor sluice__v1__series__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__rejection__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__ack__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__credit__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__credit_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__error__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__ping__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__pong__descriptor;
