@@ -272,7 +272,7 @@ final class SessionHandler: ChannelInboundHandler {
     private static func rejection(_ refused: RefusedReading) -> Rejection {
         var rejection = Rejection()
         rejection.index = UInt32(clamping: refused.row)
-        rejection.code = RejectCode(rawValue: Int(databaseRefusedReasonCode)) ?? .unspecified
+        rejection.code = .databaseRefused
         rejection.message = refused.reason
         return rejection
     }
