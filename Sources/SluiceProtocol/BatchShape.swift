@@ -65,7 +65,7 @@ public enum BatchShape {
                 seq: 0, readings: 0,
                 error: WireError(
                     .protocolError,
-                    "payload of \(raw.count) bytes is not a ClientFrame this server accepts (truncated field, group or bad tag)"))
+                    "payload of \(raw.count) bytes is not a valid \(ClientFrame.protoMessageName) protobuf message (a truncated field, a group or a bad tag)"))
             // Protobuf merges every occurrence of the batch field into one message (their series concatenate),
             // so all of them are scanned together.
             var batchRanges: [Range<Int>] = []
@@ -90,7 +90,7 @@ public enum BatchShape {
         -> FrameShape
     {
         let malformed = BatchShapeError(
-            seq: 0, readings: 0, error: WireError(.protocolError, "batch is not a protobuf message this server accepts (truncated field, group or bad tag)"))
+            seq: 0, readings: 0, error: WireError(.protocolError, "batch is not a valid \(Batch.protoMessageName) protobuf message (a truncated field, a group or a bad tag)"))
         // First pass: seq (so every error can name it). Cheap: varints and lengths only.
         var seq: UInt64 = 0
         for raw in parts {

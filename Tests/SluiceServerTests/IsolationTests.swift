@@ -187,6 +187,21 @@ import Testing
         print("isolation: 2000 idle sockets from one address, \(refusedAtOnce) refused at accept; the token client streamed 2000 readings")
     }
 
+    /// With pending-decode budgets of one byte every frame stops the socket until the pipeline took it:
+    /// several connections still all finish (nobody waits forever behind the others).
+    @Test func connectionsOverThePendingDecodeBudgetsPauseAndAllFinish() async throws {
+        let server = try await TestServer.start(database: "iso_decode_budget") { config in
+            config.maxPendingDecodeBytesPerConnection = 1
+            config.maxPendingDecodeBytes = 1
+        }
+        defer { Task { await server.stop() } }
+        let neighbours = (0..<4).map { HealthyNeighbour.start(port: server.port, producer: UInt8(20 + $0), batches: 30, size: 50, pace: .zero) }
+        var total = 0
+        for n in neighbours { total += try await n.finish() }
+        #expect(total == 4 * 30 * 50)
+        #expect(try server.count("SELECT count(*) FROM readings") == 4 * 30 * 50)
+    }
+
     @Test func theHandshakeDeadlineClosesIdleSockets() async throws {
         let server = try await TestServer.start(database: "iso_deadline") { config in
             config.tokens = Self.tokens
