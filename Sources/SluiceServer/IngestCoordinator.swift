@@ -226,11 +226,15 @@ final class IngestCoordinator: Sendable {
 
     /// Connection `id` passed authentication (with `tokenID`, nil = anonymous loopback): it leaves the
     /// pre-authentication caps, and a later token reload that drops `tokenID` closes it.
-    func connectionAuthenticated(_ id: UInt64, tokenID: String?) {
+    ///
+    /// Returns false if `tokenID` was revoked while the connection was being authenticated.
+    func connectionAuthenticated(_ id: UInt64, tokenID: String?) -> Bool {
         state.withLockedValue { s in
-            guard s.connections[id] != nil else { return }
+            guard s.connections[id] != nil else { return true }
+            if let tokenID, !s.tokens.entries.contains(where: { $0.id == tokenID }) { return false }
             s.authenticated(id)
             s.sessionTokens[id] = tokenID
+            return true
         }
     }
 

@@ -328,7 +328,12 @@ final class SessionHandler: ChannelInboundHandler {
         guard case .awaitingHello(authenticating: true) = machine.state, let producer else { return }
         switch result {
         case .success(let seq):
-            server.coordinator.connectionAuthenticated(connectionID, tokenID: tokenID)
+            guard server.coordinator.connectionAuthenticated(connectionID, tokenID: tokenID) else {
+                perform(
+                    machine.helloRejected(
+                        WireError(.unauthenticated, "token \(tokenID ?? "-") was revoked while this Hello was checked: ask the operator for a valid token")))
+                return
+            }
             guard let credit = server.coordinator.openSession(connectionID, producer: producer) else {
                 perform(machine.helloRejected(WireError(.unavailable, "server is shutting down: reconnect in a moment")))
                 return

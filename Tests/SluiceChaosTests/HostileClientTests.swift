@@ -13,7 +13,7 @@ import Testing
 @Suite struct HostileClientTests {
     /// Idle connections held open during the attack (`SLUICE_CHAOS_IDLE` overrides; `tools/chaos --idle`).
     static var idleConnections: Int {
-        ProcessInfo.processInfo.environment["SLUICE_CHAOS_IDLE"].flatMap(Int.init) ?? 1_000
+        ProcessInfo.processInfo.environment["SLUICE_CHAOS_IDLE"].flatMap(Int.init) ?? 2_000
     }
 
     @Test func healthyClientLandsExactlyOnceWhileEveryKindOfHostileClientAttacks() async throws {
