@@ -215,7 +215,7 @@ final class HostileCrowd: Sendable {
         var description: String {
             "\(summary); closed by server \(closedByServer)/\(expectedClosures), flood acked \(floodAcked)/\(floodSent), "
                 + "long ids refused \(longIDRefused), empty-series frames refused \(emptySeriesRefused), takeover denied \(takeoverDenied) "
-                + "(owner unaffected \(ownerUnaffected)), long tokens refused \(longTokenRefused), idle sockets refused at accept \(preauthRefused)"
+                + "(owner unaffected \(ownerUnaffected)), long tokens refused \(longTokenRefused), idle sockets closed by the server (refused at accept, or at the handshake deadline) \(preauthRefused)"
         }
     }
 
