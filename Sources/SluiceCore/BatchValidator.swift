@@ -21,7 +21,8 @@ public struct ValidationPolicy: Sendable, Equatable {
         self.maxSeriesPerBatch = max(1, maxSeriesPerBatch)
     }
 
-    /// Device ids and metrics longer than this (bytes) make their batch `INVALID_ARGUMENT` (DESIGN §3).
+    /// Device ids and metrics longer than this (bytes) are invalid (DESIGN §3); their readings are dead-lettered
+    /// under a short description of the string, never the string.
     public static let maxStringBytes = 64
 
     /// The bounds `BatchShape.scan` checks on the wire bytes, before a batch is decoded.
@@ -120,15 +121,6 @@ public enum BatchValidator {
                 "batch \(batch.seq): holds more than \(maxSeries) series (the limit per batch): merge readings of one device and metric into one series, or split the batch")
         }
         for (i, series) in batch.series.enumerated() {
-            for (what, text) in [("device id", series.deviceID), ("metric", series.metric)]
-            where text.utf8.count > ValidationPolicy.maxStringBytes {
-                let description =
-                    text.utf8.withContiguousStorageIfAvailable { describeOversized(UnsafeRawBufferPointer($0)) }
-                    ?? "of \(text.utf8.count) bytes"
-                throw WireError(
-                    .invalidArgument,
-                    "batch \(batch.seq): series \(i): \(what) \(description) is longer than \(ValidationPolicy.maxStringBytes) bytes")
-            }
             if series.readingCount == 0 {
                 throw WireError(.invalidArgument, "batch \(batch.seq): series \(i) holds no readings: leave empty series out")
             }
@@ -163,11 +155,16 @@ public enum BatchValidator {
         var index = 0
         for series in expanded {
             defer { index += series.count }
+            // An id or metric over 64 bytes is stored in its dead letters (and named in messages) only as a
+            // short description: its first 16 bytes, its length and a hash. One string per series, shared by
+            // every dead letter of it, so memory follows the readings, not what the string weighs.
+            let storedDevice = storable(series.deviceID)
+            let storedMetric = storable(series.metric)
             let seriesProblem: (RejectCode, String)? =
                 if !isValidDeviceID(series.deviceID) {
-                    (.badDeviceID, "device id \(quoted(series.deviceID)) is not 1–64 bytes of [A-Za-z0-9._:-]")
+                    (.badDeviceID, "device id \(storedDevice == series.deviceID ? quoted(series.deviceID) : storedDevice) is not 1–64 bytes of [A-Za-z0-9._:-]")
                 } else if !isValidMetric(series.metric) {
-                    (.badMetric, "metric \(quoted(series.metric)) is not 1–64 bytes of [a-z0-9_.]")
+                    (.badMetric, "metric \(storedMetric == series.metric ? quoted(series.metric) : storedMetric) is not 1–64 bytes of [a-z0-9_.]")
                 } else { nil }
 
             var accepted = AcceptedSeries(
@@ -189,7 +186,7 @@ public enum BatchValidator {
                 if let (code, message) = problem {
                     result.rejected.append(
                         RejectedReading(
-                            index: index + i, deviceID: series.deviceID, metric: series.metric, timeMicros: t,
+                            index: index + i, deviceID: storedDevice, metric: storedMetric, timeMicros: t,
                             value: v, quality: q, code: code, message: message))
                     continue
                 }
@@ -205,6 +202,13 @@ public enum BatchValidator {
             if !accepted.times.isEmpty { result.accepted.append(accepted) }
         }
         return result
+    }
+
+    /// `text` itself when it is at most 64 bytes; otherwise its description: `"first 16 bytes…" (N bytes, fnv1a H)`.
+    static func storable(_ text: String) -> String {
+        guard text.utf8.count > ValidationPolicy.maxStringBytes else { return text }
+        return text.utf8.withContiguousStorageIfAvailable { describeOversized(UnsafeRawBufferPointer($0)) }
+            ?? "(\(text.utf8.count) bytes)"
     }
 
     /// 1–64 bytes of `[A-Za-z0-9._:-]`.

@@ -8,7 +8,8 @@ public struct BatchShapeLimits: Sendable, Equatable {
     /// Most series one batch may hold. Every series must hold at least one reading, so this never exceeds
     /// `maxReadings`; it also bounds the per-series overhead (strings, arrays) a batch can cost.
     public var maxSeries: Int
-    /// Longest device id and metric, in bytes (DESIGN §3: 1–64 bytes).
+    /// Longest device id and metric, in bytes (DESIGN §3: 1–64 bytes). Longer ones do not fail the scan:
+    /// the validator dead-letters their readings under a short description.
     public var maxStringBytes: Int
 
     public init(maxReadings: Int = 65_536, maxSeries: Int = 8_192, maxStringBytes: Int = 64) {
@@ -47,13 +48,13 @@ public func describeOversized(_ bytes: UnsafeRawBufferPointer) -> String {
         (0x20...0x7e).contains(b) && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\")
             ? String(UnicodeScalar(b)) : "\\x" + String(b, radix: 16).leftPadded(to: 2)
     }.joined()
-    return "of \(bytes.count) bytes (starts \"\(prefix)…\", fnv1a \(String(hash, radix: 16).leftPadded(to: 16)))"
+    return "\"\(prefix)…\" (\(bytes.count) bytes, fnv1a \(String(hash, radix: 16).leftPadded(to: 16)))"
 }
 
 public enum BatchShape {
     /// Walks the `ClientFrame` in `payload` (already decompressed) and, if it is a batch, checks its
-    /// shape: at least one series, at most `maxSeries`; every series with at least one reading, a
-    /// device id and metric of at most `maxStringBytes`; at most `maxReadings` in all. O(bytes), no
+    /// shape: at least one series, at most `maxSeries`; every series with at least one reading; at most
+    /// `maxReadings` in all. O(bytes), no
     /// allocation proportional to what the batch would expand to.
     ///
     /// Bytes the scan cannot walk (truncated fields, groups, bad tags) are a `PROTOCOL_ERROR`
@@ -65,7 +66,7 @@ public enum BatchShape {
                 seq: 0, readings: 0,
                 error: WireError(
                     .protocolError,
-                    "payload of \(raw.count) bytes is not a ClientFrame this server accepts (truncated field, group or bad tag)"))
+                    "payload of \(raw.count) bytes is not a valid \(ClientFrame.protoMessageName) protobuf message (a truncated field, a group or a bad tag)"))
             // Protobuf merges every occurrence of the batch field into one message (their series concatenate),
             // so all of them are scanned together.
             var batchRanges: [Range<Int>] = []
@@ -90,7 +91,7 @@ public enum BatchShape {
         -> FrameShape
     {
         let malformed = BatchShapeError(
-            seq: 0, readings: 0, error: WireError(.protocolError, "batch is not a protobuf message this server accepts (truncated field, group or bad tag)"))
+            seq: 0, readings: 0, error: WireError(.protocolError, "batch is not a valid \(Batch.protoMessageName) protobuf message (a truncated field, a group or a bad tag)"))
         // First pass: seq (so every error can name it). Cheap: varints and lengths only.
         var seq: UInt64 = 0
         for raw in parts {
@@ -131,12 +132,10 @@ public enum BatchShape {
                     guard let (f, w) = s.tag() else { throw malformed }
                     switch (f, w) {
                     case (1, 2), (2, 2):
-                        guard let r = s.lengthDelimited() else { throw malformed }
-                        if r.count > limits.maxStringBytes {
-                            let what = f == 1 ? "device id" : "metric"
-                            let text = describeOversized(UnsafeRawBufferPointer(rebasing: body[r]))
-                            throw fail("series \(index): \(what) \(text) is longer than \(limits.maxStringBytes) bytes")
-                        }
+                        // A device id or metric over the limit is not a shape error: its readings are
+                        // dead-lettered (DESIGN §3) under a short description (see `describeOversized`), and
+                        // the string itself is bounded by the frame size, once per series.
+                        guard s.lengthDelimited() != nil else { throw malformed }
                     case (4, 2):
                         guard let r = s.lengthDelimited() else { throw malformed }
                         // Packed varints: one reading per byte without the continuation bit.

@@ -58,6 +58,9 @@ final class IngestCoordinator: Sendable {
         var unauthenticatedPerAddress: [String: Int] = [:]
         /// The token each authenticated connection used (none for anonymous loopback sessions).
         var sessionTokens: [UInt64: String] = [:]
+        /// Refusals at accept since the last warning about them (a flood must not flood the log too).
+        var refusedSinceWarning = 0
+        var lastRefusalWarning: ContinuousClock.Instant?
 
         mutating func authenticated(_ id: UInt64) {
             guard let address = unauthenticated.removeValue(forKey: id) else { return }
@@ -118,7 +121,22 @@ final class IngestCoordinator: Sendable {
             s.unauthenticatedPerAddress[address, default: 0] += 1
             return .admitted(id)
         }
-        if case .admitted = result { metrics.connectionOpened() }
+        switch result {
+        case .admitted: metrics.connectionOpened()
+        case .refused(let reason):
+            let count = state.withLockedValue { s -> Int? in
+                s.refusedSinceWarning += 1
+                let now = ContinuousClock.now
+                if let last = s.lastRefusalWarning, now - last < .seconds(10) { return nil }
+                s.lastRefusalWarning = now
+                defer { s.refusedSinceWarning = 0 }
+                return s.refusedSinceWarning
+            }
+            if let count {
+                logger.warning(
+                    "connections refused at accept", metadata: ["count": "\(count)", "reason": "\(reason)", "address": "\(address)"])
+            }
+        }
         return result
     }
 
@@ -210,11 +228,15 @@ final class IngestCoordinator: Sendable {
 
     /// Connection `id` passed authentication (with `tokenID`, nil = anonymous loopback): it leaves the
     /// pre-authentication caps, and a later token reload that drops `tokenID` closes it.
-    func connectionAuthenticated(_ id: UInt64, tokenID: String?) {
+    ///
+    /// Returns false if `tokenID` was revoked while the connection was being authenticated.
+    func connectionAuthenticated(_ id: UInt64, tokenID: String?) -> Bool {
         state.withLockedValue { s in
-            guard s.connections[id] != nil else { return }
+            guard s.connections[id] != nil else { return true }
+            if let tokenID, !s.tokens.entries.contains(where: { $0.id == tokenID }) { return false }
             s.authenticated(id)
             s.sessionTokens[id] = tokenID
+            return true
         }
     }
 

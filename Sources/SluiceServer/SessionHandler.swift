@@ -18,12 +18,47 @@ struct ServerContext: Sendable {
     let pendingDecode = PendingDecodeBudget()
 }
 
-/// Bytes of undecoded frames in the pipeline, over all connections (see `maxPendingDecodeBytes`).
+/// Bytes of undecoded frames in the pipeline, over all connections (see `maxPendingDecodeBytes`), and the
+/// connections that stopped reading because the total was over it: they are woken, in the order they
+/// paused, once it falls below half, so none is left waiting behind busier ones.
 final class PendingDecodeBudget: Sendable {
-    private let bytes = NIOLockedValueBox(0)
+    private struct State {
+        var bytes = 0
+        var waiting: [SessionHandle] = []
+    }
 
-    func add(_ n: Int) -> Int { bytes.withLockedValue { $0 += n; return $0 } }
-    var total: Int { bytes.withLockedValue { $0 } }
+    private let state = NIOLockedValueBox(State())
+
+    func add(_ n: Int) {
+        state.withLockedValue { $0.bytes += n }
+    }
+
+    /// Gives back `n` bytes; wakes every waiting connection when the total is below `limit / 2`.
+    func release(_ n: Int, limit: Int) {
+        let woken = state.withLockedValue { s -> [SessionHandle] in
+            s.bytes -= n
+            guard s.bytes < limit / 2 || s.bytes == 0, !s.waiting.isEmpty else { return [] }
+            defer { s.waiting.removeAll() }
+            return s.waiting
+        }
+        for handle in woken { handle.decodeBudgetFreed() }
+    }
+
+    /// `handle` paused because the total is over the limit.
+    func wait(_ handle: SessionHandle) {
+        state.withLockedValue { s in
+            if !s.waiting.contains(where: { $0.id == handle.id }) { s.waiting.append(handle) }
+        }
+    }
+
+    var total: Int { state.withLockedValue { $0.bytes } }
+}
+
+extension SessionHandle {
+    /// The server-wide pending-decode budget has room again: resume reading if this connection may.
+    func decodeBudgetFreed() {
+        eventLoop.execute { handler.value.updateReading() }
+    }
 }
 
 /// One connection's session: feeds `SessionStateMachine` with frames, pipeline results, commits, timer ticks
@@ -87,7 +122,8 @@ final class SessionHandler: ChannelInboundHandler {
         }
         switch admission {
         case .refused(let reason):
-            logger.warning("connection refused", metadata: ["reason": "\(reason)"])
+            // The coordinator logs refusals at most every 10 s (a flood of them must not flood the log).
+            logger.debug("connection refused", metadata: ["reason": "\(reason)"])
             perform(machine.wireError(WireError(.unavailable, reason)))
         case .admitted(let id):
             connectionID = id
@@ -111,7 +147,7 @@ final class SessionHandler: ChannelInboundHandler {
         pendingAcks.removeAll()
         if pendingDecodeBytes > 0 {
             // Frames still in the pipeline are dropped with the connection: give their bytes back now.
-            _ = server.pendingDecode.add(-pendingDecodeBytes)
+            server.pendingDecode.release(pendingDecodeBytes, limit: server.configuration.maxPendingDecodeBytes)
             pendingDecodeBytes = 0
             pendingByTicket.removeAll()
         }
@@ -190,7 +226,7 @@ final class SessionHandler: ChannelInboundHandler {
             let bytes = frame.payload.readableBytes
             pendingByTicket[ticket] = bytes
             pendingDecodeBytes += bytes
-            _ = server.pendingDecode.add(bytes)
+            server.pendingDecode.add(bytes)
         }
         server.pipeline.submit(
             PipelineJob(
@@ -202,21 +238,26 @@ final class SessionHandler: ChannelInboundHandler {
     /// Backpressure into TCP for a client that sends faster than the pipeline decodes: the socket is not read
     /// while this connection has too many frames or bytes waiting, or every connection together has too many
     /// bytes waiting; reading resumes below half of each (checked as frames finish and on every tick).
-    private func updateReading() {
+    func updateReading() {
+        guard context != nil, !machine.isClosed else { return }
         let c = server.configuration
         let total = server.pendingDecode.total
         if !readingPaused {
+            let overTotal = total >= c.maxPendingDecodeBytes
             guard machine.inPipeline >= c.maxFramesInPipelinePerConnection
-                || pendingDecodeBytes >= c.maxPendingDecodeBytesPerConnection
-                || total >= c.maxPendingDecodeBytes
+                || pendingDecodeBytes >= c.maxPendingDecodeBytesPerConnection || overTotal
             else { return }
             readingPaused = true
             context?.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+            if overTotal, let handle { server.pendingDecode.wait(handle) }
         } else {
             guard machine.inPipeline <= c.maxFramesInPipelinePerConnection / 2,
-                pendingDecodeBytes <= c.maxPendingDecodeBytesPerConnection / 2,
-                total < c.maxPendingDecodeBytes / 2 || pendingDecodeBytes == 0 && total < c.maxPendingDecodeBytes
+                pendingDecodeBytes <= c.maxPendingDecodeBytesPerConnection / 2
             else { return }
+            guard total < c.maxPendingDecodeBytes else {
+                if let handle { server.pendingDecode.wait(handle) }
+                return
+            }
             readingPaused = false
             context?.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
         }
@@ -227,7 +268,7 @@ final class SessionHandler: ChannelInboundHandler {
     func pipelineFinished(ticket: UInt64, _ result: PipelineResult) {
         if let bytes = pendingByTicket.removeValue(forKey: ticket) {
             pendingDecodeBytes -= bytes
-            _ = server.pendingDecode.add(-bytes)
+            server.pendingDecode.release(bytes, limit: server.configuration.maxPendingDecodeBytes)
         }
         guard !machine.isClosed else { return }
         if case .batch(let batch) = result { prepared[ticket] = batch }
@@ -313,7 +354,12 @@ final class SessionHandler: ChannelInboundHandler {
         guard case .awaitingHello(authenticating: true) = machine.state, let producer else { return }
         switch result {
         case .success(let seq):
-            server.coordinator.connectionAuthenticated(connectionID, tokenID: tokenID)
+            guard server.coordinator.connectionAuthenticated(connectionID, tokenID: tokenID) else {
+                perform(
+                    machine.helloRejected(
+                        WireError(.unauthenticated, "token \(tokenID ?? "-") was revoked while this Hello was checked: ask the operator for a valid token")))
+                return
+            }
             guard let credit = server.coordinator.openSession(connectionID, producer: producer) else {
                 perform(machine.helloRejected(WireError(.unavailable, "server is shutting down: reconnect in a moment")))
                 return

@@ -21,20 +21,25 @@ import Testing
         return try BatchValidator.validate(b, policy: policy, nowMicros: now)
     }
 
-    @Test func aDeviceIDOver64BytesRejectsTheBatchWithABoundedMessage() {
+    @Test func aDeviceIDOver64BytesIsDeadLetteredUnderAShortDescription() throws {
         let id = String(repeating: "d", count: 100_000)
-        #expect {
-            try validate([series(id, count: 3)])
-        } throws: { error in
-            let e = error as! WireError
-            return e.code == .invalidArgument && e.message.contains("device id of 100000 bytes (starts \"dddddddddddddddd…\"")
-                && e.message.contains("longer than 64 bytes") && e.message.utf8.count < 300
+        let result = try validate([series(id, count: 3), series("ok", count: 2)])
+        #expect(result.acceptedCount == 2)
+        #expect(result.rejected.count == 3)
+        for r in result.rejected {
+            #expect(r.code == .badDeviceID)
+            #expect(r.deviceID.hasPrefix("\"dddddddddddddddd…\" (100000 bytes, fnv1a "), "\(r.deviceID)")
+            #expect(r.deviceID.utf8.count < 64)
+            #expect(r.message.utf8.count < 200, "\(r.message)")
+            #expect(r.message.hasSuffix("is not 1–64 bytes of [A-Za-z0-9._:-]"))
         }
     }
 
-    @Test func aMetricOver64BytesRejectsTheBatch() {
-        #expect(throws: WireError.self) { try validate([series("dev", String(repeating: "m", count: 65))]) }
-        #expect(throws: Never.self) { try validate([series("dev", String(repeating: "m", count: 64))]) }
+    @Test func aMetricOver64BytesIsDeadLettered() throws {
+        let result = try validate([series("dev", String(repeating: "m", count: 65))])
+        #expect(result.rejected.map(\.code) == [.badMetric])
+        #expect(result.rejected[0].metric.contains("(65 bytes, fnv1a "))
+        #expect(try validate([series("dev", String(repeating: "m", count: 64))]).rejected.isEmpty)
     }
 
     @Test func emptySeriesAndEmptyBatchesAreInvalid() {

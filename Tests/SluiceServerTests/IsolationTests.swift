@@ -24,24 +24,26 @@ import Testing
         return nil
     }
 
-    @Test func aHugeDeviceIDRejectsItsBatchBeforeAnyPerReadingWork() async throws {
+    @Test func aHugeDeviceIDIsDeadLetteredUnderAShortDescription() async throws {
         let server = try await TestServer.start(database: "iso_long_id")
         defer { Task { await server.stop() } }
         let client = try await RawClient.connect(port: server.port)
         try await client.handshake(producer: producerID(1))
         let longID = String(repeating: "x", count: 512 << 10)
         try await client.sendBatch(Readings.batch(seq: 1, device: longID, count: 1_000), compressed: true)
-        let error = try #require(try await Self.firstError(client))
-        #expect(error.code == .invalidArgument)
-        #expect(error.message.contains("device id of 524288 bytes"), "\(error.message)")
-        #expect(error.message.contains("longer than 64 bytes"), "\(error.message)")
-        #expect(error.message.utf8.count < 400, "the message must not carry the id")
-        #expect(!error.closing)
-        // The session goes on; nothing of the bad batch was stored anywhere.
+        let ack = try #require(try await client.acks(for: [1])[1])
+        #expect(ack.accepted == 0 && ack.rejected == 1_000)
+        #expect(ack.reasons.first?.code == .badDeviceID)
+        #expect(ack.reasons.first?.message.contains("(524288 bytes, fnv1a ") == true, "\(ack.reasons)")
+        #expect(ack.reasons.allSatisfy { $0.message.utf8.count < 200 }, "a reason must not carry the id")
+        // Every reading is in dead_letters exactly once, under the short description.
+        #expect(try server.count("SELECT count(*) FROM dead_letters") == 1_000)
+        #expect(try server.count("SELECT max(length(device_id)) FROM dead_letters") < 64)
+        #expect(try server.count("SELECT max(length(reason)) FROM dead_letters") < 200)
+        // The session goes on.
         try await client.sendBatchWhenCredit(Readings.batch(seq: 2, device: "ok.device", count: 10))
         let acks = try await client.acks(for: [2])
         #expect(acks[2]?.accepted == 10)
-        #expect(try server.count("SELECT count(*) FROM dead_letters") == 0)
         #expect(try server.count("SELECT count(*) FROM readings") == 10)
         await client.close()
     }
@@ -185,6 +187,21 @@ import Testing
         #expect(acks.values.reduce(0) { $0 + Int($1.accepted) } == 2_000)
         await client.close()
         print("isolation: 2000 idle sockets from one address, \(refusedAtOnce) refused at accept; the token client streamed 2000 readings")
+    }
+
+    /// With pending-decode budgets of one byte every frame stops the socket until the pipeline took it:
+    /// several connections still all finish (nobody waits forever behind the others).
+    @Test func connectionsOverThePendingDecodeBudgetsPauseAndAllFinish() async throws {
+        let server = try await TestServer.start(database: "iso_decode_budget") { config in
+            config.maxPendingDecodeBytesPerConnection = 1
+            config.maxPendingDecodeBytes = 1
+        }
+        defer { Task { await server.stop() } }
+        let neighbours = (0..<4).map { HealthyNeighbour.start(port: server.port, producer: UInt8(20 + $0), batches: 30, size: 50, pace: .zero) }
+        var total = 0
+        for n in neighbours { total += try await n.finish() }
+        #expect(total == 4 * 30 * 50)
+        #expect(try server.count("SELECT count(*) FROM readings") == 4 * 30 * 50)
     }
 
     @Test func theHandshakeDeadlineClosesIdleSockets() async throws {

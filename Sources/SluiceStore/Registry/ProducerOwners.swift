@@ -8,6 +8,9 @@ import Logging
 public final class ProducerOwners: Sendable {
     private let databaseURL: String
     private let worker: StatefulWorker<PGConnection?>
+    /// Owners already confirmed. An owner never changes while its token is valid (only `release` of a revoked
+    /// token frees a producer, and a revoked token cannot authenticate), so a reconnect asks the database once.
+    private let known = Locked<[ProducerID: String]>([:])
 
     public init(databaseURL: String) {
         self.databaseURL = databaseURL
@@ -19,6 +22,13 @@ public final class ProducerOwners: Sendable {
     /// Claims `producer` for `tokenID` if nobody owns it yet; returns the owner (the token id that first
     /// claimed it, possibly `tokenID` itself).
     public func claim(_ producer: ProducerID, tokenID: String) async throws -> String {
+        if let owner = known.withLock({ $0[producer] }), owner == tokenID { return owner }
+        let owner = try await claimInDatabase(producer, tokenID: tokenID)
+        known.withLock { $0[producer] = owner }
+        return owner
+    }
+
+    private func claimInDatabase(_ producer: ProducerID, tokenID: String) async throws -> String {
         let url = databaseURL
         let id = producer.description
         do {
