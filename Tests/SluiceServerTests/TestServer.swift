@@ -16,8 +16,10 @@ struct TestServer {
     /// Short deadlines so liveness tests take a second, not a minute.
     /// Short enough for quick tests, far enough apart that a loaded CI machine cannot swap which fires first:
     /// a stalled frame is noticed after 0.4 s, a silent peer after 3 heartbeats (3 s).
+    /// The handshake deadline stays long: Hello's authentication and ownership claim take a database round
+    /// trip, which a loaded 2-core machine can stretch past seconds; the deadline test sets its own.
     static let fastTimeouts = SessionStateMachine.Timeouts(
-        handshake: 2_000_000_000, heartbeatInterval: 1_000_000_000, frameStall: 400_000_000)
+        handshake: 15_000_000_000, heartbeatInterval: 1_000_000_000, frameStall: 400_000_000)
 
     static func start(
         database: String, configure: (inout SluiceServer.Configuration) -> Void = { _ in }

@@ -80,13 +80,23 @@ public final class ProducerOwners: Sendable {
         _ connection: inout PGConnection?, url: String, _ body: (PGConnection) throws -> T
     ) throws -> T {
         if connection?.isHealthy != true {
-            connection = try PGConnection(url: url, applicationName: "sluiced-owners")
+            connection = try open(url: url)
         }
         do {
             return try body(connection!)
         } catch let error as PGError where error.connectionBroken {
-            connection = try PGConnection(url: url, applicationName: "sluiced-owners")
+            connection = try open(url: url)
             return try body(connection!)
         }
+    }
+
+    /// Claims run one at a time at every Hello, so a storm of new producers would otherwise wait for one WAL
+    /// flush each. Without waiting for the flush a crash can forget only the claims of its last moments, and
+    /// their owners claim them again at their next Hello: nothing a claim protects is written before the
+    /// producer's first batch commits, and that commit is durable.
+    private static func open(url: String) throws -> PGConnection {
+        let connection = try PGConnection(url: url, applicationName: "sluiced-owners")
+        try connection.execute("SET synchronous_commit = off")
+        return connection
     }
 }
