@@ -92,8 +92,7 @@ import Testing
             try await client.handshake(producer: producerID(13))
             // Starts like a Batch (field 2), then lies about its length.
             try await client.sendRawFrame(flags: 0, payload: [0x12, 0x7F, 0x08, 0x01])
-            // The batch-shape scan meets the lie before the decoder does.
-            return Expected(code: .protocolError, messageContains: "is not a ClientFrame this server accepts")
+            return Expected(code: .protocolError, messageContains: "not a valid sluice.v1.ClientFrame")
         case .creditViolation:
             let welcome = try await client.handshake(producer: producerID(14))
             try await client.sendBatch(Readings.batch(seq: 1, count: Int(welcome.initialCredit) + 1))
