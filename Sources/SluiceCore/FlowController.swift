@@ -23,7 +23,8 @@
 /// the budget is free. A connection that never asks (an older client) joins the same line by itself when it
 /// has nothing in flight and holds less than `minimumWindow`, and is served `minimumWindow`. While the line
 /// is not empty, no other credit is granted (first windows of new connections included), so what frees up
-/// reaches the line.
+/// reaches the line. (Credit already granted cannot be taken back: what idle connections hold is not there
+/// for the line; `unprovenShare` keeps that small.)
 ///
 /// A batch costs `max(1, readings)` credit (`cost(ofBatchWith:)`): a batch without readings still costs one,
 /// so a client without credit can never grow the writer queue.
@@ -36,7 +37,8 @@ public struct FlowController: Sendable {
     public struct Configuration: Sendable, Equatable {
         /// Readings in flight across all connections.
         public var budget: Int
-        /// The most credit one connection holds plus has in flight, however few connections there are.
+        /// The most credit one connection holds plus has in flight, however few connections there are (a
+        /// granted `CreditRequest` may add one batch, at most this much, on top of what is in flight).
         public var maxWindow: Int
         /// The first window (Welcome) is at most this; the window then grows as the connection uses it.
         public var initialWindow: Int
@@ -102,8 +104,6 @@ public struct FlowController: Sendable {
         var readings: Int
         /// Its place in `requestLine` (an entry there with another ticket is stale).
         var ticket: UInt64
-        /// Sent by the client (`CreditRequest`), or queued for a client that does not ask (`minimumWindow`).
-        var explicit: Bool
     }
 
     public let configuration: Configuration
@@ -247,12 +247,10 @@ public struct FlowController: Sendable {
             demands[connection] = nil
             return []
         }
-        if var demand = demands[connection] {
-            demand.readings = want
-            demand.explicit = true
-            demands[connection] = demand
+        if demands[connection] != nil {
+            demands[connection]!.readings = want  // replaces the earlier request in its place
         } else {
-            enqueue(connection, readings: want, explicit: true)
+            enqueue(connection, readings: want)
         }
         return merged(distribute(after: nil))
     }
@@ -427,9 +425,9 @@ public struct FlowController: Sendable {
         }
     }
 
-    private mutating func enqueue(_ connection: ConnectionID, readings: Int, explicit: Bool) {
+    private mutating func enqueue(_ connection: ConnectionID, readings: Int) {
         nextTicket += 1
-        demands[connection] = Demand(readings: readings, ticket: nextTicket, explicit: explicit)
+        demands[connection] = Demand(readings: readings, ticket: nextTicket)
         requestLine.append((connection, nextTicket))
     }
 
@@ -440,7 +438,7 @@ public struct FlowController: Sendable {
         guard withholding != .draining, demands[connection] == nil, let ledger = ledgers[connection],
             ledger.inFlight == 0, ledger.held < configuration.minimumWindow
         else { return }
-        enqueue(connection, readings: configuration.minimumWindow, explicit: false)
+        enqueue(connection, readings: configuration.minimumWindow)
     }
 
     /// One grant per connection, in the order each was first granted (fewer `Credit` frames).
