@@ -491,7 +491,7 @@ static void a_big_resent_batch_gets_its_credit_through_a_credit_request(void) {
     enum { IDLE = 16 };
     sluice_client *idle[IDLE];
     for (int i = 0; i < IDLE; i++) {
-        idle[i] = new_client((uint8_t)(100 + i), 1u << 20);
+        idle[i] = new_client((uint8_t)(100 + i), 4u << 20);
         CHECK_RC(idle[i], sluice_connect(idle[i]), SLUICE_OK);
     }
     double t = check_seconds();
