@@ -71,6 +71,15 @@ struct ClientConnection: Sendable {
         channel.writeAndFlush(buffer, promise: nil)
     }
 
+    /// Writes a `CreditRequest`: the client needs to hold `readings` credit in all to send its next batch.
+    func requestCredit(_ readings: UInt64) {
+        var request = CreditRequest()
+        request.readings = readings
+        var buffer = channel.allocator.buffer(capacity: 16)
+        guard (try? FramePayload.encode(ClientFrame(.creditRequest(request)), into: &buffer)) != nil else { return }
+        write(buffer)
+    }
+
     /// Starts heartbeats at the interval the server asked for.
     func startHeartbeat(interval: Duration) {
         let ms = max(Int64(interval.seconds * 1000), 100)

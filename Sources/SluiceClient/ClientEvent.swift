@@ -73,6 +73,8 @@ public struct ClientStats: Sendable, Equatable {
     /// Times the client had something to send and no credit for it, and the total time spent so.
     public var creditWaits = 0
     public var creditWaitSeconds: Double = 0
+    /// `CreditRequest`s sent (the server said it reads them and a batch needed more credit than was held).
+    public var creditRequests = 0
     /// True while waiting for credit now.
     public var waitingForCredit = false
     public var creditHeld: UInt64 = 0

@@ -44,8 +44,14 @@ public actor SluiceClient {
         var id: UInt64 = 0
         var open = false
         var maxBatchReadings = 0
+        /// The server's `max_batch_readings` (0 = none stated).
+        var serverMaxBatchReadings = 0
         var maxFrameBytes = 0
         var draining = false
+        /// The server reads `CreditRequest` (`Welcome.credit_requests`).
+        var creditRequests = false
+        /// The credit asked for on this session and not yet used (nil = none asked since the last batch sent).
+        var requested: UInt64?
     }
 
     private var seqs: SeqAllocator
@@ -358,6 +364,9 @@ public actor SluiceClient {
         s.id = welcome.sessionID
         let serverMax = welcome.maxBatchReadings == 0 ? Int.max : Int(welcome.maxBatchReadings)
         s.maxBatchReadings = max(1, min(configuration.maxBatchReadings, serverMax))
+        s.serverMaxBatchReadings = Int(welcome.maxBatchReadings)
+        s.creditRequests = welcome.creditRequests
+        s.requested = nil
         s.maxFrameBytes = welcome.maxFrameBytes == 0 ? FrameLimits.defaultNegotiated.maxFrameBytes : Int(welcome.maxFrameBytes)
         session = s
         credit.reset(initial: welcome.initialCredit)
@@ -453,9 +462,11 @@ public actor SluiceClient {
                 return
             case .waitForCredit:
                 beginCreditWait()
+                askForCredit(on: s)
                 return
             case .resend:
                 endCreditWait()
+                session?.requested = nil
                 let entry = buffer.nextToSend!
                 credit.consume(entry.readings)
                 buffer.markNextSent()
@@ -463,11 +474,25 @@ public actor SluiceClient {
                 transmit(entry.payload.frame, readings: entry.readings, on: s)
             case .cut(let n):
                 endCreditWait()
+                session?.requested = nil
                 if seqs.available < 64 { reserveSeqs() }
                 guard seqs.canAllocate else { return }  // pump runs again once the state file is written
                 cut(n, on: s)
             }
         }
+    }
+
+    /// Waiting for credit: tells a server that reads `CreditRequest` what the next batch needs (the oldest resend
+    /// as it is, or a new batch of what is pending, up to the batch size), once per need.
+    private func askForCredit(on s: Session) {
+        guard s.creditRequests else { return }
+        let need = CreditPlanner.need(
+            nextResendReadings: buffer.nextToSend?.readings, pendingReadings: pending.count,
+            maxBatchReadings: s.maxBatchReadings, serverMaxBatchReadings: s.serverMaxBatchReadings)
+        guard let need, need > credit.held, s.requested != need else { return }
+        session?.requested = need
+        stats.creditRequests += 1
+        s.connection.requestCredit(need)
     }
 
     private func cut(_ n: Int, on s: Session) {

@@ -14,6 +14,21 @@
 /// `unprovenShare` of the budget (each still gets `minimumWindow`), so a crowd of idle connections cannot pin
 /// the budget that busy ones need, and 64 connections opened at once all start with credit.
 ///
+/// Requests (a reconnect storm never starves): a connection whose next batch needs more credit than it holds
+/// says so (`CreditRequest`: the credit it needs to hold in all). Requests wait in one line, first come first
+/// served, and come before everything else: budget that frees goes to the head of the line until the head's
+/// whole request can be granted at once (head-of-line, so a big request is never starved by small ones),
+/// then to the next. Windows, fair share and `unprovenShare` never hold a request back; a request is at most
+/// `maxRequest` (`maxWindow`, and never more than `budget`), so every request can be granted once that much of
+/// the budget is free. A connection that never asks (an older client) joins the same line by itself when it
+/// has nothing in flight and holds less than `minimumWindow`, and is served `minimumWindow`. While the line
+/// is not empty, no other credit is granted (first windows of new connections included), so what frees up
+/// reaches the line. (Credit already granted cannot be taken back: what idle connections hold is not there
+/// for the line; `unprovenShare` keeps that small.)
+///
+/// A batch costs `max(1, readings)` credit (`cost(ofBatchWith:)`): a batch without readings still costs one,
+/// so a client without credit can never grow the writer queue.
+///
 /// Backpressure: while the write queue is above `queueHighWater`, or commit latency p99 is above
 /// `latencyTarget`, no credit is granted; granting resumes once the queue is below `queueLowWater` and latency
 /// is back under target (or nothing is queued at all, so a stale latency figure cannot stall everybody).
@@ -22,7 +37,8 @@ public struct FlowController: Sendable {
     public struct Configuration: Sendable, Equatable {
         /// Readings in flight across all connections.
         public var budget: Int
-        /// The most credit one connection holds plus has in flight, however few connections there are.
+        /// The most credit one connection holds plus has in flight, however few connections there are (a
+        /// granted `CreditRequest` may add one batch, at most this much, on top of what is in flight).
         public var maxWindow: Int
         /// The first window (Welcome) is at most this; the window then grows as the connection uses it.
         public var initialWindow: Int
@@ -58,6 +74,9 @@ public struct FlowController: Sendable {
             self.queueLowWater = queueLowWater
             self.latencyTarget = latencyTarget
         }
+
+        /// The largest credit request that can be granted: `maxWindow`, and never more than the budget.
+        public var maxRequest: Int { min(maxWindow, budget) }
     }
 
     /// Identifies one connection (the server's session id).
@@ -80,10 +99,23 @@ public struct FlowController: Sendable {
         case draining
     }
 
+    /// A connection waiting in the request line: it wants to hold `readings` credit.
+    private struct Demand: Sendable, Equatable {
+        var readings: Int
+        /// Its place in `requestLine` (an entry there with another ticket is stale).
+        var ticket: UInt64
+    }
+
     public let configuration: Configuration
+    /// Connections waiting for the credit they asked for, by connection.
+    private var demands: [ConnectionID: Demand] = [:]
+    /// The request line, first come first served; entries from `requestHead` on, stale ones skipped.
+    private var requestLine: [(connection: ConnectionID, ticket: UInt64)] = []
+    private var requestHead = 0
+    private var nextTicket: UInt64 = 0
     private var ledgers: [ConnectionID: CreditLedger] = [:]
     /// Connections that were left short of their share, first come first served.
-    private var waiting: [ConnectionID] = []
+    private var waiting = WaitingLine()
     /// Readings still in flight from connections that have closed: they occupy the queue until they finish.
     private var orphanedInFlight = 0
     /// Readings outstanding (held + in flight) of connections whose window never grew.
@@ -105,8 +137,21 @@ public struct FlowController: Sendable {
     /// Connections open.
     public var connections: Int { ledgers.count }
 
-    /// Connections left short of their share, waiting for budget to free up.
-    public var waitingConnections: Int { waiting.count }
+    /// Connections left short of their share or of the credit they asked for, waiting for budget to free up.
+    public var waitingConnections: Int { waiting.members.union(demands.keys).count }
+
+    /// Connections waiting in the request line (a `CreditRequest`, or a client without credit that does not ask).
+    public var pendingRequests: Int { demands.count }
+
+    /// The credit `connection` waits for in the request line (what it wants to hold in all), if it does.
+    public func pendingRequest(_ connection: ConnectionID) -> Int? { demands[connection]?.readings }
+
+    /// The largest request that can be granted: `maxWindow`, and never more than the budget. The server's
+    /// `max_batch_readings` is at most this, so every batch a client may send can be granted.
+    public var maxRequest: Int { configuration.maxRequest }
+
+    /// What a batch of `readings` readings costs: at least 1, so a batch without readings is not free.
+    public static func cost(ofBatchWith readings: Int) -> Int { max(1, readings) }
 
     /// The ledger of `connection`, if open.
     public func ledger(_ connection: ConnectionID) -> CreditLedger? { ledgers[connection] }
@@ -123,13 +168,17 @@ public struct FlowController: Sendable {
     public mutating func open(_ connection: ConnectionID) -> Int {
         precondition(ledgers[connection] == nil, "connection \(connection) opened twice")
         ledgers[connection] = CreditLedger(initial: 0, window: configuration.initialWindow)
-        let first = grantIfShort(connection, ignoringThreshold: true).first?.readings ?? 0
+        // While connections wait in the request line, the budget that frees is theirs: a new one queues behind.
+        let lineWaiting = requestLineWaiting()
+        if lineWaiting { waiting.append(connection) }
+        let first = lineWaiting ? 0 : grantIfShort(connection, ignoringThreshold: true).first?.readings ?? 0
         // A connection held to less than the first window by the slice for connections not seen busy starts
         // its slow start from what it got, so it cannot jump to a big grant later. (One short of budget waits
         // in line for its whole first window instead.)
         if first > 0, !waiting.contains(connection) {
             ledgers[connection]?.window = max(configuration.minimumWindow, first)
         }
+        queueIfStarved(connection)
         return first
     }
 
@@ -140,23 +189,25 @@ public struct FlowController: Sendable {
         if !ledger.proven { unprovenOutstanding -= ledger.outstanding }
         outstanding -= ledger.closeHeld()
         orphanedInFlight += ledger.inFlight
-        waiting.removeAll { $0 == connection }
-        return distribute(after: nil)
+        waiting.remove(connection)
+        demands[connection] = nil
+        return merged(distribute(after: nil))
     }
 
-    /// A batch of `readings` arrived on `connection`.
+    /// A batch of `readings` arrived on `connection`; it costs `cost(ofBatchWith: readings)`.
     public mutating func batchReceived(_ connection: ConnectionID, readings: Int) -> CreditLedger.Action {
         guard var ledger = ledgers[connection] else {
             preconditionFailure("batch received on connection \(connection), which is not open")
         }
-        let action = ledger.batchReceived(readings: readings)
+        let action = ledger.batchReceived(readings: Self.cost(ofBatchWith: readings))
         ledgers[connection] = ledger
         return action
     }
 
     /// A batch of `readings` from `connection` finished (committed, duplicate, or rejected whole). Returns the
     /// grants this makes possible: connections waiting for budget first, then `connection` itself.
-    public mutating func finished(_ connection: ConnectionID, readings: Int) -> [Grant] {
+    public mutating func finished(_ connection: ConnectionID, readings batchReadings: Int) -> [Grant] {
+        let readings = Self.cost(ofBatchWith: batchReadings)
         if var ledger = ledgers[connection] {
             let before = ledger.outstanding
             ledger.finished(readings: readings)
@@ -176,7 +227,32 @@ public struct FlowController: Sendable {
             orphanedInFlight -= readings
         }
         outstanding -= readings
-        return distribute(after: ledgers[connection] == nil ? nil : connection)
+        let open = ledgers[connection] != nil
+        var grants = distribute(after: open ? connection : nil)
+        if open {
+            queueIfStarved(connection)
+            if demands[connection] != nil { grants += distribute(after: nil) }
+        }
+        return merged(grants)
+    }
+
+    /// `connection`'s client needs to hold `readings` credit in all to send its next batch (`CreditRequest`).
+    /// It replaces an earlier request of the connection (keeping its place in line); 0, or no more than it
+    /// holds, withdraws it. At most `maxRequest` is asked for (the session refuses bigger requests before they
+    /// get here). Returns the grants this makes possible (the request line is served in order).
+    public mutating func request(_ connection: ConnectionID, readings: Int) -> [Grant] {
+        guard let ledger = ledgers[connection] else { return [] }
+        let want = min(max(0, readings), maxRequest)
+        guard want > ledger.held else {
+            demands[connection] = nil
+            return []
+        }
+        if demands[connection] != nil {
+            demands[connection]!.readings = want  // replaces the earlier request in its place
+        } else {
+            enqueue(connection, readings: want)
+        }
+        return merged(distribute(after: nil))
     }
 
     /// Feeds the writer pool's current queue depth and commit latency p99 (seconds). Returns grants when this
@@ -206,8 +282,8 @@ public struct FlowController: Sendable {
             // Everybody short may be owed credit now: the waiting line first, then the rest, least served first
             // (ties by connection id, so the same history always grants the same way).
             let rest = ledgers.sorted { ($0.value.outstanding, $0.key) < ($1.value.outstanding, $1.key) }.map(\.key)
-            for id in rest where !waiting.contains(id) { waiting.append(id) }
-            return distribute(after: nil)
+            for id in rest { waiting.append(id) }
+            return merged(distribute(after: nil))
         }
     }
 
@@ -215,17 +291,27 @@ public struct FlowController: Sendable {
     public mutating func stopGranting() {
         withholding = .draining
         waiting.removeAll()
+        demands.removeAll()
+        requestLine.removeAll()
+        requestHead = 0
     }
 
     // MARK: - Granting
 
-    /// Serves the waiting line, then `connection`.
+    /// Serves the request line; once it is empty, the waiting line, then `connection`.
     private mutating func distribute(after connection: ConnectionID?) -> [Grant] {
         guard withholding == nil else { return [] }
-        var grants: [Grant] = []
+        var grants = serveRequests()
+        // The head of the request line could not be granted yet: the budget accumulates for it, and
+        // `connection` is topped up once the line is empty.
+        guard !requestLineWaiting() else {
+            if let connection, let ledger = ledgers[connection], deficit(ledger) > 0 {
+                waiting.append(connection)
+            }
+            return grants
+        }
         var stillWaiting: [ConnectionID] = []
-        let line = waiting
-        waiting = []
+        let line = waiting.takeAll()
         for id in line {
             if available <= 0 {
                 stillWaiting.append(id)
@@ -236,7 +322,7 @@ public struct FlowController: Sendable {
                 stillWaiting.append(id)
             }
         }
-        waiting = stillWaiting + waiting
+        waiting.prepend(stillWaiting)
         if let connection, !waiting.contains(connection) {
             grants += grantIfShort(connection, ignoringThreshold: false)
         }
@@ -275,12 +361,137 @@ public struct FlowController: Sendable {
         let deficit = deficit(ledger)
         guard deficit > 0, ignoringThreshold || deficit >= threshold(for: ledger) else { return [] }
         let amount = min(deficit, available)
-        if amount < deficit, requeue, !waiting.contains(connection) { waiting.append(connection) }
+        if amount < deficit, requeue { waiting.append(connection) }
         guard amount > 0 else { return [] }
         ledger.granted(amount)
         ledgers[connection] = ledger
         if !ledger.proven { unprovenOutstanding += amount }
         outstanding += amount
+        if let demand = demands[connection], ledger.held >= demand.readings { demands[connection] = nil }
         return [Grant(connection: connection, readings: amount)]
+    }
+
+    // MARK: - The request line
+
+    /// Grants the head of the request line what it lacks of its request, then the next, until the budget left
+    /// cannot cover the head's whole request (it then waits at the head for budget to free).
+    private mutating func serveRequests() -> [Grant] {
+        var grants: [Grant] = []
+        while let (id, demand) = lineHead() {
+            guard var ledger = ledgers[id] else {
+                popHead()
+                continue
+            }
+            let need = demand.readings - ledger.held
+            guard need > 0 else {
+                demands[id] = nil
+                popHead()
+                continue
+            }
+            guard need <= available else { break }
+            ledger.granted(need)
+            ledgers[id] = ledger
+            if !ledger.proven { unprovenOutstanding += need }
+            outstanding += need
+            demands[id] = nil
+            popHead()
+            grants.append(Grant(connection: id, readings: need))
+        }
+        return grants
+    }
+
+    /// True while a connection waits in the request line.
+    private mutating func requestLineWaiting() -> Bool { lineHead() != nil }
+
+    /// The first live entry of the request line (stale entries before it are dropped).
+    private mutating func lineHead() -> (ConnectionID, Demand)? {
+        while requestHead < requestLine.count {
+            let entry = requestLine[requestHead]
+            if let demand = demands[entry.connection], demand.ticket == entry.ticket { return (entry.connection, demand) }
+            requestHead += 1
+        }
+        if requestHead > 0 {
+            requestLine.removeAll(keepingCapacity: true)
+            requestHead = 0
+        }
+        return nil
+    }
+
+    private mutating func popHead() {
+        requestHead += 1
+        if requestHead >= 1_024 && requestHead * 2 >= requestLine.count {
+            requestLine.removeFirst(requestHead)
+            requestHead = 0
+        }
+    }
+
+    private mutating func enqueue(_ connection: ConnectionID, readings: Int) {
+        nextTicket += 1
+        demands[connection] = Demand(readings: readings, ticket: nextTicket)
+        requestLine.append((connection, nextTicket))
+    }
+
+    /// A connection with nothing in flight and less than `minimumWindow` held has no commit to wait for:
+    /// unless it asked for something already, it joins the request line for `minimumWindow` (a client that
+    /// never sends `CreditRequest` is served too).
+    private mutating func queueIfStarved(_ connection: ConnectionID) {
+        guard withholding != .draining, demands[connection] == nil, let ledger = ledgers[connection],
+            ledger.inFlight == 0, ledger.held < configuration.minimumWindow
+        else { return }
+        enqueue(connection, readings: configuration.minimumWindow)
+    }
+
+    /// One grant per connection, in the order each was first granted (fewer `Credit` frames).
+    private func merged(_ grants: [Grant]) -> [Grant] {
+        guard grants.count > 1 else { return grants }
+        var order: [ConnectionID] = []
+        var total: [ConnectionID: Int] = [:]
+        for grant in grants {
+            if total[grant.connection] == nil { order.append(grant.connection) }
+            total[grant.connection, default: 0] += grant.readings
+        }
+        return order.map { Grant(connection: $0, readings: total[$0]!) }
+    }
+}
+
+/// Connections left short of their share, first come first served; each at most once.
+private struct WaitingLine: Sendable {
+    private var order: [FlowController.ConnectionID] = []
+    private(set) var members: Set<FlowController.ConnectionID> = []
+
+    var count: Int { members.count }
+
+    func contains(_ id: FlowController.ConnectionID) -> Bool { members.contains(id) }
+
+    /// Joins at the back, unless already in line.
+    mutating func append(_ id: FlowController.ConnectionID) {
+        if members.insert(id).inserted { order.append(id) }
+    }
+
+    /// Leaves the line (its entry in `order` is skipped from now on).
+    mutating func remove(_ id: FlowController.ConnectionID) {
+        members.remove(id)
+        if members.isEmpty { order.removeAll(keepingCapacity: true) }
+    }
+
+    /// Empties the line, returning it in order.
+    mutating func takeAll() -> [FlowController.ConnectionID] {
+        var seen = Set<FlowController.ConnectionID>()
+        let line = order.filter { members.contains($0) && seen.insert($0).inserted }
+        order.removeAll(keepingCapacity: true)
+        members.removeAll(keepingCapacity: true)
+        return line
+    }
+
+    /// Puts `ids` (not in line) at the front, in their order.
+    mutating func prepend(_ ids: [FlowController.ConnectionID]) {
+        guard !ids.isEmpty else { return }
+        let fresh = ids.filter { members.insert($0).inserted }
+        order = fresh + order
+    }
+
+    mutating func removeAll() {
+        order.removeAll()
+        members.removeAll()
     }
 }

@@ -53,6 +53,8 @@ public struct SessionStateMachine: Sendable {
         case pong
         /// A compressed frame that turned out to be a `Hello`.
         case hello
+        /// A `CreditRequest`: the client needs to hold this much credit in all to send its next batch.
+        case creditRequest(readings: UInt64)
     }
 
     /// What the commit of a batch came to (mirrors the writer pool's outcome without depending on it).
@@ -84,6 +86,9 @@ public struct SessionStateMachine: Sendable {
         case sendGoAway(reason: String, closing: Bool)
         /// Close the connection (everything it is owed has been sent).
         case close
+        /// The client asked to hold `readings` credit in all (`CreditRequest`), in arrival order: every batch it
+        /// sent before the request has been charged already. The handler checks the bound and passes it on.
+        case requestCredit(readings: UInt64)
     }
 
     public private(set) var state: State = .awaitingPreface
@@ -209,6 +214,21 @@ public struct SessionStateMachine: Sendable {
         }
     }
 
+    /// An uncompressed `CreditRequest` arrived (decoded on the loop). It takes its turn behind the batch frames
+    /// still in the pipeline, so the credit it asks for is measured after they are charged.
+    public mutating func creditRequestReceived(readings: UInt64) -> [Action] {
+        switch state {
+        case .streaming, .draining:
+            return decoded(ticket: resequencer.take(), .creditRequest(readings: readings))
+        case .awaitingHello:
+            return [fail(WireError(.failedPrecondition, "CreditRequest before the session is open: send Hello and wait for Welcome"))]
+        case .awaitingPreface:
+            preconditionFailure("frames are only decoded after the preface")
+        case .closed:
+            return []
+        }
+    }
+
     public mutating func pingReceived(nonce: UInt64) -> Action? {
         state == .closed ? nil : .sendPong(nonce: nonce)
     }
@@ -247,6 +267,9 @@ public struct SessionStateMachine: Sendable {
             return .sendPong(nonce: nonce)
         case .pong:
             return nil
+        case .creditRequest(let readings):
+            // While draining no credit is granted: the client only waits for its acks.
+            return state == .streaming ? .requestCredit(readings: readings) : nil
         case .hello:
             return fail(WireError(.failedPrecondition, "Hello sent twice: a session sends Hello once, first"))
         }

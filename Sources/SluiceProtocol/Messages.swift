@@ -11,6 +11,7 @@ public typealias Ack = Sluice_V1_Ack
 public typealias Rejection = Sluice_V1_Rejection
 public typealias RejectCode = Sluice_V1_RejectCode
 public typealias Credit = Sluice_V1_Credit
+public typealias CreditRequest = Sluice_V1_CreditRequest
 public typealias ErrorFrame = Sluice_V1_Error
 public typealias Ping = Sluice_V1_Ping
 public typealias Pong = Sluice_V1_Pong

@@ -186,6 +186,15 @@ final class IngestCoordinator: Sendable {
         send(grants)
     }
 
+    /// `id`'s client needs to hold `readings` credit in all for its next batch (`CreditRequest`).
+    func requestCredit(_ id: UInt64, readings: Int) {
+        let grants = state.withLockedValue { s -> [FlowController.Grant] in
+            guard s.opened.contains(id) else { return [] }
+            return s.flow.request(id, readings: readings)
+        }
+        send(grants)
+    }
+
     /// Feeds the writer pool's signals to the flow controller (called a few times a second).
     func observe(_ stats: WriterPoolStats) {
         let (grants, held, inFlight, withheld, waiting) = state.withLockedValue { s in

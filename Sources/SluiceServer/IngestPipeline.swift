@@ -16,6 +16,7 @@ enum PipelineResult: Sendable {
     case ping(nonce: UInt64)
     case pong
     case hello
+    case creditRequest(readings: UInt64)
 
     /// The state machine's view of it (the payload stays with the handler).
     var decoded: SessionStateMachine.Decoded {
@@ -26,6 +27,7 @@ enum PipelineResult: Sendable {
         case .ping(let nonce): .ping(nonce: nonce)
         case .pong: .pong
         case .hello: .hello
+        case .creditRequest(let readings): .creditRequest(readings: readings)
         }
     }
 }
@@ -146,7 +148,8 @@ final class IngestPipeline: Sendable {
             switch message.kind {
             case .batch(let b): batch = b
             case .ping(let p): return .ping(nonce: p.nonce)
-            case .pong, .creditRequest: return .pong
+            case .pong: return .pong
+            case .creditRequest(let r): return .creditRequest(readings: r.readings)
             case .hello: return .hello
             case nil: return .broken(WireError(.protocolError, "ClientFrame has no message set"))
             }

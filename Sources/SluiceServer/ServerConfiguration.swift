@@ -87,6 +87,15 @@ extension SluiceServer {
     }
 }
 
+extension SluiceServer.Configuration {
+    /// `Welcome.max_batch_readings`: the validation limit, but never more than one connection can be granted
+    /// (`FlowController.maxRequest`: the max window, within the budget), so every batch a client may send can
+    /// get its credit.
+    public var maxBatchReadings: Int {
+        max(1, min(validation.maxBatchReadings, flow.maxRequest))
+    }
+}
+
 extension SluiceServer {
     /// The build's version, as `/status` reports it.
     public static let version = "0.1.0"

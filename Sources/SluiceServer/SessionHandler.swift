@@ -212,7 +212,8 @@ final class SessionHandler: ChannelInboundHandler {
         case .hello(let hello): perform(machine.helloReceived(hello))
         case .batch(let batch): dispatch(.decoded(batch))
         case .ping(let ping): perform(machine.pingReceived(nonce: ping.nonce))
-        case .pong, .creditRequest, nil: break
+        case .creditRequest(let request): performAll(machine.creditRequestReceived(readings: request.readings))
+        case .pong, nil: break
         }
     }
 
@@ -438,7 +439,24 @@ final class SessionHandler: ChannelInboundHandler {
             if closing { closeAfterWrites() }
         case .close:
             closeAfterWrites()
+        case .requestCredit(let readings):
+            requestCredit(readings)
         }
+    }
+
+    /// A `CreditRequest`, in its turn: more than `max_batch_readings` is a client bug (no batch can be that
+    /// big), refused with `INVALID_ARGUMENT` and the connection closed.
+    private func requestCredit(_ readings: UInt64) {
+        let max = server.configuration.maxBatchReadings
+        guard readings <= UInt64(max) else {
+            perform(
+                machine.wireError(
+                    WireError(
+                        .invalidArgument,
+                        "CreditRequest for \(readings) readings is above max_batch_readings (\(max)) from Welcome: cut batches of at most \(max) readings")))
+            return
+        }
+        server.coordinator.requestCredit(connectionID, readings: Int(readings))
     }
 
     private func authenticate(_ hello: Hello) {
@@ -486,7 +504,8 @@ final class SessionHandler: ChannelInboundHandler {
         welcome.protocolVersion = sluiceProtocolVersion
         welcome.sessionID = connectionID
         welcome.initialCredit = UInt64(initialCredit)
-        welcome.maxBatchReadings = UInt32(clamping: server.configuration.validation.maxBatchReadings)
+        welcome.maxBatchReadings = UInt32(clamping: server.configuration.maxBatchReadings)
+        welcome.creditRequests = true
         welcome.maxFrameBytes = UInt32(clamping: negotiated.maxFrameBytes)
         welcome.maxDecompressedBytes = UInt32(clamping: negotiated.maxDecompressedBytes)
         welcome.heartbeatIntervalMs = UInt32(clamping: server.configuration.timeouts.heartbeatInterval / 1_000_000)

@@ -47,4 +47,19 @@ import Testing
         #expect(TransmitPlanner.decide(credit: 0, nextResendReadings: nil, pendingReadings: 1, maxBatchReadings: 5_000) == .waitForCredit)
         #expect(TransmitPlanner.decide(credit: 0, nextResendReadings: nil, pendingReadings: 0, maxBatchReadings: 5_000) == .idle)
     }
+
+    @Test func aResendAsksForItsWholeSize() {
+        #expect(CreditPlanner.need(nextResendReadings: 1_000, pendingReadings: 50, maxBatchReadings: 500, serverMaxBatchReadings: 65_536) == 1_000)
+    }
+
+    @Test func newReadingsAskForABatchOfWhatIsPending() {
+        #expect(CreditPlanner.need(nextResendReadings: nil, pendingReadings: 50, maxBatchReadings: 500, serverMaxBatchReadings: 65_536) == 50)
+        #expect(CreditPlanner.need(nextResendReadings: nil, pendingReadings: 5_000, maxBatchReadings: 500, serverMaxBatchReadings: 65_536) == 500)
+        #expect(CreditPlanner.need(nextResendReadings: nil, pendingReadings: 0, maxBatchReadings: 500, serverMaxBatchReadings: 65_536) == nil)
+    }
+
+    @Test func aResendAboveTheServersMaxBatchIsNotAskedFor() {
+        #expect(CreditPlanner.need(nextResendReadings: 70_000, pendingReadings: 0, maxBatchReadings: 500, serverMaxBatchReadings: 65_536) == nil)
+        #expect(CreditPlanner.need(nextResendReadings: 70_000, pendingReadings: 0, maxBatchReadings: 500, serverMaxBatchReadings: 0) == 70_000)
+    }
 }

@@ -64,6 +64,22 @@ import Testing
         await server.server.shutdown()
     }
 
+    @Test func aBatchBiggerThanTheCreditHeldIsAskedForAndSentWhole() async throws {
+        // A first window of 100; batches of up to 5,000: once the 100 are used, the client asks for a whole
+        // batch (CreditRequest) instead of waiting for slow start to grow its window.
+        let flow = FlowController.Configuration(budget: 100_000, maxWindow: 50_000, initialWindow: 100, minimumWindow: 64)
+        let server = try await TestServer.start(database: "client_credit_request", flow: flow)
+        let client = try await SluiceClient(configuration: clientConfiguration([server.endpoint], batch: 5_000))
+        try await client.send(recentReadings(devices: 1, perDevice: 5_000))
+        try await client.close(timeout: .seconds(60))
+        #expect(try server.rowCount() == 5_000)
+        let stats = await client.statistics
+        #expect(stats.creditRequests >= 1)
+        #expect(stats.batchesSent <= 3, "100 first, then the rest in one batch (sent \(stats.batchesSent))")
+        #expect(stats.reconnects == 0)
+        await server.server.shutdown()
+    }
+
     @Test func aRestartedServerGetsTheUnackedBatchesAgainAndKeepsEachReadingOnce() async throws {
         let first = try await TestServer.start(database: "client_server_restart")
         let port = first.server.localPort

@@ -41,8 +41,11 @@ import Testing
         #expect(ledger.held == 0 && ledger.inFlight == 30)
     }
 
-    @Test func emptyBatchCostsNothing() {
+    /// The ledger charges what it is told; the flow controller tells it a batch's cost, never 0
+    /// (`FlowController.cost(ofBatchWith:)`, tested in CreditRequestTests).
+    @Test func theLedgerChargesWhatItIsTold() {
         var ledger = CreditLedger()
         #expect(ledger.batchReceived(readings: 0) == .accepted)
+        #expect(ledger.batchReceived(readings: FlowController.cost(ofBatchWith: 0)) == .violation(held: 0, sent: 1))
     }
 }

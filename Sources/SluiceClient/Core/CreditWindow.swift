@@ -53,3 +53,24 @@ public enum TransmitPlanner {
         return .cut(readings: Int(n))
     }
 }
+
+/// What to ask a server that reads `CreditRequest` for, decided from plain values (unit tested).
+public enum CreditPlanner {
+    /// The credit the next batch needs, or nil when there is nothing to ask for: the oldest unacked batch to
+    /// resend (never split, so it needs its whole size), else a new batch of what is pending up to
+    /// `maxBatchReadings`. A resend bigger than the server's `max_batch_readings` (`serverMaxBatchReadings`,
+    /// 0 = none stated) cannot be asked for: no request (the server would refuse it).
+    public static func need(
+        nextResendReadings: Int?, pendingReadings: Int, maxBatchReadings: Int, serverMaxBatchReadings: Int
+    ) -> UInt64? {
+        let n: Int
+        if let resend = nextResendReadings {
+            n = resend
+        } else {
+            n = min(pendingReadings, max(1, maxBatchReadings))
+        }
+        guard n > 0 else { return nil }
+        if serverMaxBatchReadings > 0 && n > serverMaxBatchReadings { return nil }
+        return UInt64(n)
+    }
+}

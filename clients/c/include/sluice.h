@@ -6,7 +6,9 @@
  *
  *   - groups readings into columnar series (times as deltas, values as scaled integers when that is
  *     lossless, else doubles) and zstd-compresses batches when that makes them smaller;
- *   - sends only as many readings as the server granted credit for, splitting batches to fit;
+ *   - sends only as many readings as the server granted credit for, splitting batches to fit; when its
+ *     next batch needs more credit than it holds (a batch resent after a reconnect, or none held at all) and
+ *     the server says it reads them (Welcome.credit_requests), it asks for it once with a CreditRequest;
  *   - keeps every batch until it is acknowledged, reconnects with capped exponential backoff, and resends
  *     unacknowledged batches in sequence order, so each reading lands in the table exactly once;
  *   - keeps its sequence number across reboots when given seq hooks (sluice_config_seq_file() for a file),

@@ -113,6 +113,8 @@ void sl_reset_tx_for_session(sluice_client *c) {
     c->ping_due = 0;
     c->rx_len = 0;
     c->credit = 0;
+    c->credit_requested = 0;
+    c->srv_credit_requests = 0;
     c->connect_pending = 0;
 }
 
@@ -235,6 +237,18 @@ static size_t batch_bytes_limit(const sluice_client *c) {
     return lim;
 }
 
+/* Out of credit for the next batch, which needs `need` readings: with a server that reads CreditRequest,
+   queues one (in the control frame slot, free at a frame boundary) unless this need was asked for already.
+   Returns 1 when a request was queued (write it), 0 otherwise. */
+static int ask_for_credit(sluice_client *c, uint64_t need) {
+    if (!c->srv_credit_requests || need <= c->credit || need == c->credit_requested) return 0;
+    if (c->srv_max_batch_readings != 0 && need > c->srv_max_batch_readings) return 0; /* the server would refuse it */
+    c->ctrl_len = sl_encode_credit_request(c->ctrl, need);
+    c->ctrl_off = 0;
+    c->credit_requested = need;
+    return 1;
+}
+
 /* Writes what may be written now: the preface and Hello, then control frames and batches at frame
    boundaries, each batch only once credit covers it. Seals new batches from the queue as credit allows. */
 static int flush_tx(sluice_client *c) {
@@ -284,10 +298,13 @@ static int flush_tx(sluice_client *c) {
             if (c->credit < b->readings) {
                 if (!c->credit_stalled) c->st.credit_stalls++;
                 c->credit_stalled = 1;
+                /* a batch sealed on an earlier session is resent whole: ask for what it needs */
+                if (ask_for_credit(c, b->readings)) continue;
                 return rc;
             }
             c->credit -= b->readings;
             c->credit_stalled = 0;
+            c->credit_requested = 0;
             if (b->sends++ > 0) c->st.resent_batches++;
             c->tx_off = 1; /* tx_off - 1 bytes written: 0 means "not started" */
             continue;
@@ -297,6 +314,11 @@ static int flush_tx(sluice_client *c) {
         if (lim == 0) {
             if (!c->credit_stalled) c->st.credit_stalls++;
             c->credit_stalled = 1;
+            /* ask for a whole batch of what is queued */
+            uint64_t want = c->cfg.max_batch_readings;
+            if (c->srv_max_batch_readings != 0 && c->srv_max_batch_readings < want) want = c->srv_max_batch_readings;
+            if (c->queue.readings < want) want = c->queue.readings;
+            if (ask_for_credit(c, want)) continue;
             return rc;
         }
         /* The seq must be durably reserved before a batch carrying it exists (seq_store hook). */
@@ -501,7 +523,12 @@ static int wants_write(const sluice_client *c) {
     if (c->state == SLUICE_STATE_CONNECTING) return 0;
     if (c->ctrl_off < c->ctrl_len || c->pong_pending || c->ping_due || c->tx_off > 0) return 1;
     if (c->state != SLUICE_STATE_READY) return 0;
-    if (c->tx_batch != NULL) return c->credit >= c->tx_batch->readings;
+    if (c->tx_batch != NULL) {
+        uint64_t need = c->tx_batch->readings;
+        return c->credit >= need || (c->srv_credit_requests && need != c->credit_requested &&
+                                     (c->srv_max_batch_readings == 0 || need <= c->srv_max_batch_readings));
+    }
+    if (c->queue.readings > 0 && c->credit == 0 && c->srv_credit_requests && c->credit_requested == 0) return 1;
     return c->queue.readings > 0 && c->credit > 0 && !sl_seq_waiting(c, sl_now_ms());
 }
 

@@ -64,6 +64,24 @@ size_t sl_encode_ping_pong(uint8_t *out, int is_pong, uint64_t nonce) {
     return 5 + len;
 }
 
+size_t sl_encode_credit_request(uint8_t *out, uint64_t readings) {
+    /* ClientFrame.credit_request = 5 { readings = 1 (varint) } */
+    uint8_t body[16];
+    size_t n = 0;
+    if (readings != 0) {
+        body[n++] = 0x08;
+        n += sl_put_varint(body + n, readings);
+    }
+    size_t len = 0;
+    out[5 + len++] = 0x2a;
+    out[5 + len++] = (uint8_t)n;
+    memcpy(out + 5 + len, body, n);
+    len += n;
+    out[0] = 0;
+    sl_put_be32(out + 1, (uint32_t)len);
+    return 5 + len;
+}
+
 /* ---- Server frames ---------------------------------------------------------------------------------- */
 
 static void *zstd_alloc(void *opaque, size_t n) {
@@ -193,6 +211,8 @@ static int on_welcome(sluice_client *c, const Sluice__V1__Welcome *w) {
     c->session_id = w->session_id;
     c->srv_max_batch_readings = w->max_batch_readings;
     c->srv_max_frame_bytes = w->max_frame_bytes;
+    c->srv_credit_requests = w->credit_requests ? 1 : 0;
+    c->credit_requested = 0;
     c->heartbeat_ms = w->heartbeat_interval_ms;
     /* Batches at or below committed_seq were committed in an earlier session and their ack was lost. They
        are resent all the same: the server acks each as a duplicate with the counts of its original outcome

@@ -173,6 +173,8 @@ struct sluice_client {
     uint64_t session_id;
     uint32_t srv_max_batch_readings;
     uint32_t srv_max_frame_bytes;
+    int srv_credit_requests;    /* Welcome.credit_requests: the server reads CreditRequest              */
+    uint64_t credit_requested;  /* credit asked for on this session and not used yet (0: none)          */
     uint32_t heartbeat_ms;
 
     struct ZSTD_CCtx_s *cctx;
@@ -210,5 +212,7 @@ int sl_seq_waiting(const sluice_client *c, uint64_t now_ms);
 int sl_handle_frame(sluice_client *c, uint8_t flags, const uint8_t *payload, size_t len);
 int sl_encode_hello(sluice_client *c);
 size_t sl_encode_ping_pong(uint8_t *out, int is_pong, uint64_t nonce);
+/* ClientFrame { credit_request { readings } } as a whole frame into `out` (at least 20 bytes). */
+size_t sl_encode_credit_request(uint8_t *out, uint64_t readings);
 
 #endif

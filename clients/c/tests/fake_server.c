@@ -188,6 +188,21 @@ int fake_welcome(int fd, uint64_t credit, uint64_t committed_seq, uint32_t heart
     return fake_send(fd, &f, 0);
 }
 
+int fake_welcome_requests(int fd, uint64_t credit, uint32_t max_batch) {
+    Sluice__V1__Welcome w = SLUICE__V1__WELCOME__INIT;
+    w.protocol_version = 1;
+    w.session_id = 43;
+    w.initial_credit = credit;
+    w.max_batch_readings = max_batch;
+    w.max_frame_bytes = 4u << 20;
+    w.max_decompressed_bytes = 32u << 20;
+    w.credit_requests = 1;
+    Sluice__V1__ServerFrame f = SLUICE__V1__SERVER_FRAME__INIT;
+    f.kind_case = SLUICE__V1__SERVER_FRAME__KIND_WELCOME;
+    f.welcome = &w;
+    return fake_send(fd, &f, 0);
+}
+
 int fake_ack(int fd, uint64_t seq, uint32_t accepted, int duplicate) {
     Sluice__V1__Ack a = SLUICE__V1__ACK__INIT;
     a.seq = seq;

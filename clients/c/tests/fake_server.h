@@ -37,6 +37,8 @@ int fake_send(int fd, const Sluice__V1__ServerFrame *f, int compress);
 int fake_write_all(int fd, const void *p, size_t n);
 
 int fake_welcome(int fd, uint64_t credit, uint64_t committed_seq, uint32_t heartbeat_ms, uint32_t max_batch);
+/* Like fake_welcome, with Welcome.credit_requests set: the client may send CreditRequest. */
+int fake_welcome_requests(int fd, uint64_t credit, uint32_t max_batch);
 int fake_ack(int fd, uint64_t seq, uint32_t accepted, int duplicate);
 int fake_credit(int fd, uint64_t readings);
 int fake_error(int fd, int code, const char *msg, uint64_t seq, int closing);

@@ -26,6 +26,8 @@ typedef struct good {
     int go_away_after_first_ack_on_conn0;
     int auth_fail;
     uint64_t ping_nonce;        /* send a Ping with this nonce after Welcome */
+    int credit_requests;        /* Welcome.credit_requests; each CreditRequest is answered with what it lacks */
+    uint64_t initial_credit_conn[4]; /* overrides initial_credit on that connection when nonzero */
     /* recorded */
     pthread_mutex_t mu;
     int n;
@@ -35,6 +37,9 @@ typedef struct good {
     int credit_violations;
     int pings;
     uint64_t pong_nonce;
+    int requests;
+    int request_conn[16];
+    uint64_t request_readings[16];
 } good;
 
 static void good_init(good *g) {
@@ -53,9 +58,13 @@ static void good_script(fake_server *s, int fd, int conn) {
         return;
     }
     int k = conn < 4 ? conn : 3;
-    fake_welcome(fd, g->initial_credit, g->committed_seq[k], g->heartbeat_ms, g->max_batch);
+    uint64_t credit = g->initial_credit_conn[k] ? g->initial_credit_conn[k] : g->initial_credit;
+    if (g->credit_requests) {
+        fake_welcome_requests(fd, credit, g->max_batch);
+    } else {
+        fake_welcome(fd, credit, g->committed_seq[k], g->heartbeat_ms, g->max_batch);
+    }
     if (g->ping_nonce) fake_ping(fd, g->ping_nonce);
-    uint64_t credit = g->initial_credit;
     int batches = 0, acks = 0;
     while (!s->stop) {
         struct pollfd p = {fd, POLLIN, 0};
@@ -76,6 +85,19 @@ static void good_script(fake_server *s, int fd, int conn) {
             }
         } else if (f->kind_case == SLUICE__V1__CLIENT_FRAME__KIND_PONG) {
             g->pong_nonce = f->pong->nonce;
+        } else if (f->kind_case == SLUICE__V1__CLIENT_FRAME__KIND_CREDIT_REQUEST) {
+            uint64_t want = f->credit_request->readings;
+            pthread_mutex_lock(&g->mu);
+            if (g->requests < 16) {
+                g->request_conn[g->requests] = conn;
+                g->request_readings[g->requests] = want;
+            }
+            g->requests++;
+            pthread_mutex_unlock(&g->mu);
+            if (want > credit) {
+                fake_credit(fd, want - credit);
+                credit = want;
+            }
         } else if (f->kind_case == SLUICE__V1__CLIENT_FRAME__KIND_BATCH) {
             uint64_t n = fake_batch_readings(f->batch);
             uint64_t seq = f->batch->seq;
@@ -193,6 +215,63 @@ static void waits_for_credit_without_losing_anything(void) {
     g.hold_credit = 0;
     CHECK_RC(c, sluice_flush(c, 5000), SLUICE_OK);
     CHECK(g.credit_violations == 0 && sum_readings(&g, -1) == 1000);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void without_credit_it_asks_for_a_whole_batch_when_the_server_reads_requests(void) {
+    good g;
+    good_init(&g);
+    g.initial_credit = 100;
+    g.grant_after_ack = 0; /* credit comes only as the answer to a CreditRequest */
+    g.credit_requests = 1;
+    fake_server *s = fake_start(good_script, &g, 1);
+    sluice_config cfg = base_config(s->endpoint);
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    append_n(c, "dev-a", 1000, 1700000000000000);
+    CHECK_RC(c, sluice_flush(c, 5000), SLUICE_OK);
+    CHECK(g.credit_violations == 0 && sum_readings(&g, -1) == 1000);
+    CHECK(g.n == 2 && g.readings[0] == 100 && g.readings[1] == 900);
+    CHECK(g.requests == 1 && g.request_readings[0] == 900); /* once per need */
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void a_resend_bigger_than_the_new_sessions_credit_is_asked_for_whole(void) {
+    good g;
+    good_init(&g);
+    g.initial_credit = 1000;
+    g.initial_credit_conn[1] = 10;   /* after the reconnect: far less than the batch to resend */
+    g.close_after_batches[0] = 1;    /* the first connection dies with the batch unacked */
+    g.grant_after_ack = 0;
+    g.credit_requests = 1;
+    fake_server *s = fake_start(good_script, &g, 2);
+    sluice_config cfg = base_config(s->endpoint);
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    append_n(c, "dev-a", 1000, 1700000000000000);
+    CHECK_RC(c, sluice_flush(c, 5000), SLUICE_OK);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.connects == 2 && st.resent_batches == 1 && st.readings_accepted == 1000);
+    CHECK(g.credit_violations == 0);
+    CHECK(g.requests >= 1 && g.request_conn[0] == 1 && g.request_readings[0] == 1000);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void no_credit_request_to_a_server_that_does_not_read_them(void) {
+    good g;
+    good_init(&g);
+    g.initial_credit = 100;
+    fake_server *s = fake_start(good_script, &g, 1);
+    sluice_config cfg = base_config(s->endpoint);
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    append_n(c, "dev-a", 1000, 1700000000000000);
+    CHECK_RC(c, sluice_flush(c, 5000), SLUICE_OK);
+    CHECK(sum_readings(&g, -1) == 1000 && g.requests == 0);
     sluice_close(c);
     fake_stop(s);
 }
@@ -466,6 +545,9 @@ int main(void) {
     RUN(sends_everything_in_credit_sized_batches_and_flushes);
     RUN(waits_for_credit_without_losing_anything);
     RUN(resends_unacked_batches_in_order_after_reconnect_even_committed_ones);
+    RUN(without_credit_it_asks_for_a_whole_batch_when_the_server_reads_requests);
+    RUN(a_resend_bigger_than_the_new_sessions_credit_is_asked_for_whole);
+    RUN(no_credit_request_to_a_server_that_does_not_read_them);
     RUN(sends_heartbeats_and_answers_pings);
     RUN(a_silent_server_is_declared_dead_after_three_intervals);
     RUN(go_away_drains_then_reconnects_quietly);

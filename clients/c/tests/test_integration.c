@@ -468,6 +468,61 @@ static void a_rebooted_device_resumes_its_seq_from_the_file_and_no_reading_is_dr
     unlink(path);
 }
 
+/* Issue 14: after a restart every client holds a batch bigger than the small first window the server gives
+   when many connections are new; without CreditRequest such a batch never gets its credit. Here a
+   10,000-reading batch stays unacked (PostgreSQL held back) while sluiced is killed; after the restart 16 idle
+   clients take the whole slice of the budget for connections not seen busy, so this client's new session
+   starts with 64 credit, and its resend needs a CreditRequest. */
+static void a_big_resent_batch_gets_its_credit_through_a_credit_request(void) {
+    int64_t t0 = now_us() - 300ll * 1000000;
+    table_lock lock = lock_readings();
+    sluice_client *c = new_client(6, 64u << 20);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    CHECK_RC(c, feed(c, "it-request", t0, 10000), SLUICE_OK);
+    sluice_send(c);
+    for (int i = 0; i < 25; i++) sluice_poll(c, 20);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.batches_unacked == 1 && st.readings_unacked == 10000 && st.batches_acked == 0);
+    stop_daemon(SIGKILL);
+    unlock_readings(lock);
+    CHECK(start_daemon(daemon_port) == 0);
+
+    enum { IDLE = 16 };
+    sluice_client *idle[IDLE];
+    for (int i = 0; i < IDLE; i++) {
+        idle[i] = new_client((uint8_t)(100 + i), 4u << 20);
+        CHECK_RC(idle[i], sluice_connect(idle[i]), SLUICE_OK);
+    }
+    double t = check_seconds();
+    CHECK_RC(c, flush_verbose(c, 20000), SLUICE_OK);
+    double acked = check_seconds() - t;
+    sluice_get_stats(c, &st);
+    /* The first window of the new session, from the daemon's "session opened" line for this producer. */
+    uint8_t id[16];
+    producer_id(id, 6);
+    char uuid[40];
+    snprintf(uuid, sizeof uuid, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", id[0], id[1],
+             id[2], id[3], id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11], id[12], id[13], id[14], id[15]);
+    char log[200], line[1024];
+    snprintf(log, sizeof log, "%s/sluiced.log", work_dir);
+    long long first_credit = -1;
+    FILE *lf = fopen(log, "r");
+    while (lf && fgets(line, sizeof line, lf)) {
+        char *ic = strstr(line, "initial_credit=");
+        if (strstr(line, "session opened") && strstr(line, uuid) && ic) first_credit = atoll(ic + strlen("initial_credit="));
+    }
+    if (lf) fclose(lf);
+    fprintf(stderr, "  first credit of the new session %lld for a 10000-reading resend: acked %.2f s after reconnecting\n",
+            first_credit, acked);
+    CHECK(first_credit >= 0 && first_credit < 10000); /* the resend needed more than the first window */
+    CHECK(st.readings_unacked == 0 && st.resent_batches == 1);
+    CHECK(acked < 10.0);
+    CHECK(count_rows("WHERE device_id = 'it-request'") == 10000);
+    for (int i = 0; i < IDLE; i++) sluice_close(idle[i]);
+    sluice_close(c);
+}
+
 int main(void) {
     sluiced_path = getenv("SLUICED");
     const char *url = getenv("SLUICE_TEST_DATABASE_URL");
@@ -505,6 +560,7 @@ int main(void) {
         RUN(sending_waits_on_credit_while_postgres_is_held_back);
         RUN(a_killed_daemon_is_survived_with_every_reading_stored_exactly_once);
         RUN(a_rebooted_device_resumes_its_seq_from_the_file_and_no_reading_is_dropped);
+        RUN(a_big_resent_batch_gets_its_credit_through_a_credit_request);
     } else {
         check_failures++;
     }

@@ -434,10 +434,10 @@ public nonisolated struct Sluice_V1_Welcome: Sendable {
   /// readings the client may send before any Credit message
   public var initialCredit: UInt64 = 0
 
-  /// a Batch holding more readings than this is INVALID_ARGUMENT
+  /// a Batch holding more readings than this is INVALID_ARGUMENT; never
   public var maxBatchReadings: UInt32 = 0
 
-  /// largest frame payload on the wire, bytes (default 4 MiB)
+  /// more than one connection can be granted
   public var maxFrameBytes: UInt32 = 0
 
   /// largest payload after zstd decompression, bytes (default 32 MiB)
@@ -460,7 +460,7 @@ public nonisolated struct Sluice_V1_Welcome: Sendable {
   public init() {}
 }
 
-/// A batch of readings. Consumes as many credits as the readings it holds.
+/// A batch of readings. Consumes as many credits as the readings it holds, at least 1.
 public nonisolated struct Sluice_V1_Batch: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -570,8 +570,10 @@ public nonisolated struct Sluice_V1_Credit: Sendable {
 }
 
 /// The client holds a batch it cannot send yet: `readings` is the credit it needs to hold in all (at most
-/// Welcome.max_batch_readings). The server answers with Credit once its budget allows, connections in the order
-/// they asked; sending it again replaces the earlier request. Credit granted without a request still counts.
+/// Welcome.max_batch_readings; above it is INVALID_ARGUMENT and the connection closes). The server answers with
+/// Credit once its budget allows, connections in the order they asked, each request granted whole; sending it
+/// again replaces the earlier request (keeping its place), 0 withdraws it. It is measured after every batch sent
+/// before it. Credit granted without a request still counts.
 public nonisolated struct Sluice_V1_CreditRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for

@@ -269,9 +269,12 @@ struct  Sluice__V1__Welcome
    */
   uint64_t initial_credit;
   /*
-   * a Batch holding more readings than this is INVALID_ARGUMENT
+   * a Batch holding more readings than this is INVALID_ARGUMENT; never
    */
   uint32_t max_batch_readings;
+  /*
+   * more than one connection can be granted
+   */
   /*
    * largest frame payload on the wire, bytes (default 4 MiB)
    */
@@ -306,7 +309,7 @@ struct  Sluice__V1__Welcome
 
 
 /*
- * A batch of readings. Consumes as many credits as the readings it holds.
+ * A batch of readings. Consumes as many credits as the readings it holds, at least 1.
  */
 struct  Sluice__V1__Batch
 {
@@ -436,8 +439,10 @@ struct  Sluice__V1__Credit
 
 /*
  * The client holds a batch it cannot send yet: `readings` is the credit it needs to hold in all (at most
- * Welcome.max_batch_readings). The server answers with Credit once its budget allows, connections in the order
- * they asked; sending it again replaces the earlier request. Credit granted without a request still counts.
+ * Welcome.max_batch_readings; above it is INVALID_ARGUMENT and the connection closes). The server answers with
+ * Credit once its budget allows, connections in the order they asked, each request granted whole; sending it
+ * again replaces the earlier request (keeping its place), 0 withdraws it. It is measured after every batch sent
+ * before it. Credit granted without a request still counts.
  */
 struct  Sluice__V1__CreditRequest
 {
