@@ -170,17 +170,55 @@ final class IngestPipeline: Sendable {
         let devices = Set(batch.accepted.map(\.deviceID))
         let (info, partial) =
             if let registry, !devices.isEmpty { await registry.resolve(devices) } else { ([String: DeviceInfo](), Set<String>()) }
-        let series = batch.accepted.map { s -> RowSeries in
+        let validationRejected = batch.rejected.map(\.index)
+        // A calibration can overflow a finite raw value (a huge scale): such a reading is dead-lettered with
+        // its raw value, as validation would have done, instead of reaching PostgreSQL as ±infinity.
+        var calibrationRejected: [RejectedReading] = []
+        var row = 0
+        var series: [RowSeries] = []
+        series.reserveCapacity(batch.accepted.count)
+        for s in batch.accepted {
             let entry = info[s.deviceID]
-            var values = s.values
+            var out = s
             if let entry, entry.scale != 1 || entry.offset != 0 {
-                for i in values.indices { values[i] = values[i] * entry.scale + entry.offset }
+                var keep: [Int] = []
+                var calibrated: [Double] = []
+                calibrated.reserveCapacity(s.values.count)
+                for i in s.values.indices {
+                    let value = s.values[i] * entry.scale + entry.offset
+                    if value.isFinite {
+                        calibrated.append(value)
+                        keep.append(i)
+                    } else {
+                        calibrationRejected.append(
+                            RejectedReading(
+                                index: PreparedBatch.wireIndex(ofRow: row + i, rejectedIndices: validationRejected),
+                                deviceID: s.deviceID, metric: s.metric, timeMicros: s.times[i], value: s.values[i],
+                                quality: s.quality.isEmpty ? 0 : s.quality[i], code: .valueNotFinite,
+                                message: "calibrated value \(s.values[i]) × \(entry.scale) + \(entry.offset) is not finite"))
+                    }
+                }
+                if keep.count != s.values.count {
+                    out.times = keep.map { s.times[$0] }
+                    out.quality = s.quality.isEmpty ? [] : keep.map { s.quality[$0] }
+                }
+                out.values = calibrated
             }
-            return RowSeries(
-                deviceID: s.deviceID, metric: s.metric, times: s.times, values: values, quality: s.quality,
-                site: entry?.site, unit: entry?.unit, enrichmentPartial: partial.contains(s.deviceID))
+            row += s.count
+            if out.count > 0 {
+                series.append(
+                    RowSeries(
+                        deviceID: out.deviceID, metric: out.metric, times: out.times, values: out.values,
+                        quality: out.quality, site: entry?.site, unit: entry?.unit,
+                        enrichmentPartial: partial.contains(s.deviceID)))
+            }
         }
-        let deadLetters = batch.rejected.map { r in
+        var rejected = batch.rejected
+        if !calibrationRejected.isEmpty {
+            rejected = (rejected + calibrationRejected).sorted { $0.index < $1.index }
+        }
+        let settled = ValidatedBatch(seq: batch.seq, accepted: [], rejected: rejected)
+        let deadLetters = rejected.map { r in
             DeadLetter(
                 deviceID: r.deviceID, metric: r.metric, timeMicros: r.timeMicros, value: r.value, quality: r.quality,
                 reasonCode: Int32(r.code.rawValue), reason: r.message)
@@ -188,8 +226,8 @@ final class IngestPipeline: Sendable {
         return PreparedBatch(
             seq: batch.seq, readings: readings,
             write: WriteBatch(producer: producer, seq: batch.seq, series: series, deadLetters: deadLetters),
-            accepted: batch.acceptedCount, rejected: batch.rejected.count, reasons: batch.firstReasons,
-            rejectedIndices: batch.rejected.map(\.index))
+            accepted: batch.acceptedCount - calibrationRejected.count, rejected: rejected.count,
+            reasons: settled.firstReasons, rejectedIndices: rejected.map(\.index))
     }
 
     static func nowMicros() -> Int64 {

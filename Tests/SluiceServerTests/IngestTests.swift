@@ -111,4 +111,34 @@ import Testing
         #expect(rows == [["cal-1", "21", "hall-b", "degC", "f"], ["unregistered", "10", nil, nil, "f"]])
         await client.close()
     }
+
+    /// A finite raw value that the calibration turns into ±infinity is dead-lettered with its raw value and
+    /// reported in the ack under its index in the batch; the readings around it are written.
+    @Test func aCalibrationThatOverflowsDeadLettersTheReading() async throws {
+        let first = try await TestServer.start(database: "srv_enrich_overflow")
+        await first.stop()
+        try TestConnection(url: first.databaseURL).query(
+            "INSERT INTO devices (device_id, scale) VALUES ('cal-huge', 1e300)")
+        let server = try await TestServer.startReusing(databaseURL: first.databaseURL)
+        defer { Task { await server.stop() } }
+        let client = try await RawClient.connect(port: server.port)
+        try await client.handshake(producer: producerID(6))
+        var plain = SeriesBuilder(deviceID: "plain", metric: "temp")
+        plain.append(timeMicros: Readings.nowMicros - 3_000_000, value: .nan)  // index 0: rejected by validation
+        plain.append(timeMicros: Readings.nowMicros - 2_000_000, value: 1)     // index 1
+        var huge = SeriesBuilder(deviceID: "cal-huge", metric: "temp")
+        huge.append(timeMicros: Readings.nowMicros - 2_000_000, value: 0.5)    // index 2: 5e299, written
+        huge.append(timeMicros: Readings.nowMicros - 1_000_000, value: 1e10)   // index 3: overflows
+        try await client.sendBatch(Readings.batch(seq: 1, series: [plain.build(), huge.build()]))
+        let ack = try #require(try await client.acks(for: [1])[1])
+        #expect(ack.accepted == 2 && ack.rejected == 2)
+        #expect(ack.reasons.map(\.index) == [0, 3])
+        #expect(ack.reasons.map(\.code) == [.valueNotFinite, .valueNotFinite])
+        #expect(ack.reasons.last?.message.contains("calibrated") == true)
+        let db = try TestConnection(url: server.databaseURL)
+        #expect(try db.query("SELECT device_id FROM readings ORDER BY device_id") == [["cal-huge"], ["plain"]])
+        #expect(try db.query("SELECT device_id, value, reason_code FROM dead_letters WHERE device_id = 'cal-huge'")
+            == [["cal-huge", "10000000000", "1"]])
+        await client.close()
+    }
 }
