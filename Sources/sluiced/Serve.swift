@@ -135,6 +135,10 @@ struct Serve: AsyncParsableCommand {
             try await embedded.start()
             cluster = embedded
             url = embedded.url
+            // Only this user and root can connect (a Unix socket in a 0700 directory, no TCP).
+            logger.notice(
+                "embedded PostgreSQL is private to this user and root; open psql on it with `sluiced psql --state-dir \(stateDir)`",
+                metadata: ["url": "\(url)"])
         }
 
         var configuration = SluiceServer.Configuration(
@@ -205,17 +209,74 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
-    /// The embedded cluster keeps its port across restarts (in `<state-dir>/postgres.port`), so a cluster
-    /// left running by a crashed daemon is found again rather than duplicated.
-    static func embeddedCluster(stateDir: String, logger: Logger) throws -> PostgresCluster {
-        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+    /// The embedded cluster keeps its port (which names its Unix socket) across restarts, in
+    /// `<state-dir>/postgres.port`, so a cluster left running by a crashed daemon is found again rather than
+    /// duplicated. A new state directory is created private: 0700, or — when root runs the cluster as
+    /// `postgres` — 0710 with group `postgres`, so the cluster's user can only pass through to its data directory.
+    static func embeddedCluster(stateDir: String, logger: Logger, create: Bool = true) throws -> PostgresCluster {
+        if create { try createStateDirectory(stateDir) }
         let portFile = stateDir + "/postgres.port"
         let saved = (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap {
             Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         let cluster = PostgresCluster(dataDirectory: stateDir + "/postgres", port: saved, logger: logger)
-        if saved == nil { try "\(cluster.port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
+        if saved == nil && create { try "\(cluster.port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
         return cluster
+    }
+
+    static func createStateDirectory(_ stateDir: String) throws {
+        guard !FileManager.default.fileExists(atPath: stateDir) else { return }
+        try FileManager.default.createDirectory(
+            atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        chmod(stateDir, 0o700)
+        if geteuid() == 0, let group = getgrnam("postgres")?.pointee.gr_gid {
+            // The cluster runs as postgres (PostgreSQL refuses root): let it reach <state-dir>/postgres, nothing more.
+            chown(stateDir, 0, group)
+            chmod(stateDir, 0o710)
+        }
+    }
+}
+
+/// `sluiced psql`: psql on the embedded cluster of a state directory, as user `sluice` over its private socket.
+struct PsqlCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "psql", abstract: "Open psql on the embedded PostgreSQL of --state-dir.",
+        discussion: """
+            The embedded cluster accepts no TCP connections: only its own user and root reach its Unix socket. \
+            Run this as the user sluiced runs as (or root) while sluiced is running. Arguments after -- go to psql.
+
+            Examples:
+              sluiced psql --state-dir /var/lib/sluice
+              sluiced psql --state-dir ./sluice-state -- -c "SELECT count(*) FROM readings"
+            """)
+
+    @OptionGroup var location: LocationOptions
+
+    @Argument(parsing: .captureForPassthrough, help: "Arguments for psql.")
+    var psqlArguments: [String] = []
+
+    func run() throws {
+        let settings = try location.settings()
+        let stateDir = settings["state-dir"] ?? "./sluice-state"
+        guard FileManager.default.fileExists(atPath: stateDir + "/postgres/PG_VERSION") else {
+            throw SettingsError("no embedded PostgreSQL in \(stateDir) (start sluiced without --database-url first)")
+        }
+        let cluster = try Serve.embeddedCluster(stateDir: stateDir, logger: Logger(label: "sluiced"), create: false)
+        let candidates = ["psql"] + ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? [])
+            .sorted { (Double($0) ?? 0) > (Double($1) ?? 0) }.map { "/usr/lib/postgresql/\($0)/bin/psql" }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        let psql = candidates.lazy.compactMap { candidate -> String? in
+            if candidate.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil }
+            return path.split(separator: ":").map { "\($0)/\(candidate)" }.first {
+                FileManager.default.isExecutableFile(atPath: $0)
+            }
+        }.first
+        guard let psql else { throw SettingsError("psql not found (install the postgresql-client package)") }
+        let passthrough = psqlArguments.first == "--" ? Array(psqlArguments.dropFirst()) : psqlArguments
+        let argv = [psql] + cluster.psqlArguments + passthrough
+        let cArguments = argv.map { strdup($0) } + [nil]
+        execv(psql, cArguments)
+        throw SettingsError("cannot run \(psql): \(String(cString: strerror(errno)))")
     }
 }
 
