@@ -77,7 +77,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Connections accepted at once. Default: 10000")
     var maxConnections: String?
 
-    @Option(help: "Seconds a drain (SIGTERM) waits for the last acks. Default: 20")
+    @Option(help: "Seconds a drain (SIGTERM) may take in all: last acks and commits. Past it, sluiced exits 75 naming the readings left unacknowledged. Default: 20")
     var drainTimeout: String?
 
     @Option(help: "trace, debug, info, notice, warning, error, critical (SIGHUP reloads it). Default: info")
@@ -149,9 +149,13 @@ struct Serve: AsyncParsableCommand {
         if let k = try settings.int("pipeline", range: 1...256) { configuration.pipelineConcurrency = k }
         if let n = try settings.int("max-connections", range: 1...1_000_000) { configuration.maxConnections = n }
         if let t = try settings.double("drain-timeout") { configuration.drainTimeout = t }
+        // One deadline for the whole drain (connections, then writers): SluiceServer.shutdown enforces it; the
+        // pool's own limit (when it stops retrying an unreachable database) is no longer than that.
+        configuration.writerPool.drainTimeout = configuration.drainTimeout
 
         let server = SluiceServer(configuration: configuration, logger: logger, metricsRegistry: registry)
-        let daemon = Daemon(server: server, tokenPath: tokenPath, logLevel: sharedLevel, reloadSettings: {
+        let drainReport = DrainOutcome()
+        let daemon = Daemon(server: server, tokenPath: tokenPath, logLevel: sharedLevel, drainReport: drainReport, reloadSettings: {
             try location.settings(extra: ["log-level": logLevel])
         }, logger: logger)
         let group = ServiceGroup(
@@ -164,9 +168,21 @@ struct Serve: AsyncParsableCommand {
         }
         if let cluster {
             logger.info("stopping embedded PostgreSQL")
-            try await cluster.stop()
+            // Fast: disconnects any writer the drain left waiting on the database (its transaction rolls back).
+            try await cluster.stop(mode: .fast)
+        }
+        if let report = drainReport.report, !report.writersDrained {
+            // The drain deadline passed with readings not committed: say so in the exit status too.
+            FileHandle.standardError.write(
+                Data(
+                    "sluiced: stopped after the \(configuration.drainTimeout) s drain deadline with \(report.unacknowledgedReadings) readings unacknowledged (clients resend them); exit \(Self.unacknowledgedExitCode)\n"
+                        .utf8))
+            throw ExitCode(Self.unacknowledgedExitCode)
         }
     }
+
+    /// Exit status of a drain that ran out of time with readings unacknowledged (EX_TEMPFAIL).
+    static let unacknowledgedExitCode: Int32 = 75
 
     static func logLevel(_ settings: Settings) throws -> Logger.Level {
         guard let level = Logger.Level(rawValue: settings["log-level"] ?? "info") else {
@@ -280,11 +296,23 @@ struct PsqlCommand: ParsableCommand {
     }
 }
 
+/// The drain's report, handed from the service to `Serve.run` for the exit status.
+final class DrainOutcome: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: SluiceServer.DrainReport?
+    var report: SluiceServer.DrainReport? {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
+    }
+}
+
 /// The server as the service group runs it: start, tell systemd, reload on SIGHUP, drain on SIGTERM.
 struct Daemon: Service {
     let server: SluiceServer
     let tokenPath: String
     let logLevel: SharedLogLevel
+    /// What the drain left unacknowledged, for the exit status.
+    let drainReport: DrainOutcome
     /// Re-reads flags, environment and config file, for SIGHUP.
     let reloadSettings: @Sendable () throws -> Settings
     let logger: Logger
@@ -331,7 +359,8 @@ struct Daemon: Service {
         systemd.notify("STOPPING=1\nSTATUS=draining")
         reloader.cancel()
         watchdog.cancel()
-        await server.shutdown()
+        let report = await server.shutdown()
+        drainReport.report = report
     }
 
     /// Every few seconds: a `STATUS=` line with connections and readings/s, and — when systemd's watchdog is
