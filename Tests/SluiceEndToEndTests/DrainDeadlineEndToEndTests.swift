@@ -12,8 +12,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: stateDir) }
         let drainTimeout = 3.0
-        let daemon = try RunningProcess(
-            try Binaries.path("sluiced"),
+        let daemon = try await RunningProcess.sluiced(
             [
                 "--listen", "127.0.0.1:0", "--http", "off", "--database-url", url, "--state-dir", stateDir,
                 "--writers", "1", "--drain-timeout", "\(drainTimeout)",

@@ -58,8 +58,7 @@ import Testing
     }
 
     private func startEmbedded(stateDir: String) async throws -> RunningProcess {
-        let process = try RunningProcess(
-            try Binaries.path("sluiced"),
+        let process = try await RunningProcess.sluiced(
             ["--listen", "127.0.0.1:0", "--http", "off", "--state-dir", stateDir, "--writers", "1", "--log-level", "info"],
             name: "sluiced (embedded)")
         try await process.waitForStderr(#"sluiced: listening on 127\.0\.0\.1:(\d+)"#, timeout: .seconds(120))
