@@ -43,7 +43,13 @@ public struct ProducerState: Sendable, Equatable {
 /// runs it on NIO's thread pool).
 public enum ProducerStateFile {
     /// Loads the file, or creates it with a random producer id and seq 1 if it does not exist.
+    ///
+    /// First takes an exclusive `flock` on `<path>.lock` for the rest of the process's life, so two processes
+    /// cannot run as one producer (they would hand out the same seqs and have each other's batches deduplicated
+    /// away): the second fails naming the file and the PID holding it. (The lock is on a file of its own because
+    /// the state file is replaced by rename.) Clients in one process may share a file, one after the other.
     public static func loadOrCreate(path: String) throws(ClientError) -> ProducerState {
+        try lock(path)
         if FileManager.default.fileExists(atPath: path) {
             let text: String
             do {
@@ -60,6 +66,41 @@ public enum ProducerStateFile {
         let state = ProducerState(producer: .random(), nextSeq: 1)
         try write(state, to: path)
         return state
+    }
+
+    /// Lock files this process holds, by path; their descriptors stay open (and locked) until it exits.
+    private static let held = NSLock()
+    nonisolated(unsafe) private static var heldPaths: [String: Int32] = [:]
+
+    /// Takes `flock(LOCK_EX | LOCK_NB)` on `<path>.lock` (once per process) and writes our PID into it.
+    public static func lock(_ path: String) throws(ClientError) {
+        let lockPath = URL(fileURLWithPath: path).standardizedFileURL.path + ".lock"
+        held.lock()
+        defer { held.unlock() }
+        if heldPaths[lockPath] != nil { return }
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw .stateFile(path: path, reason: "cannot open its lock file \(lockPath): \(String(cString: strerror(errno)))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let reason = errno
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let count = pread(fd, &buffer, buffer.count, 0)
+            close(fd)
+            guard reason == EWOULDBLOCK else {
+                throw .stateFile(path: path, reason: "cannot lock \(lockPath): \(String(cString: strerror(reason)))")
+            }
+            let pid = count > 0 ? Int(String(decoding: buffer[..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) : nil
+            let holder = pid.map { "process \($0)" } ?? "another process"
+            throw .stateFile(
+                path: path,
+                reason: "\(holder) is using it (it holds \(lockPath)): two producers cannot share one identity; "
+                    + "give each its own --state-file, or wait until that one exits")
+        }
+        let text = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        _ = pwrite(fd, text, text.count, 0)
+        heldPaths[lockPath] = fd
     }
 
     /// Replaces the file atomically (write a temporary file, fsync, rename).

@@ -227,16 +227,31 @@ public final class SluiceServer: Service, Sendable {
         return loaded.notValidAfter
     }
 
+    /// What a drain left behind: nothing, unless the deadline passed first.
+    public struct DrainReport: Sendable, Equatable {
+        /// Connections still owed acks at the deadline, closed anyway.
+        public var forcedCloses: Int = 0
+        /// False when the writers had not committed everything queued by the deadline.
+        public var writersDrained: Bool = true
+        /// Readings admitted but not committed (so not acknowledged) when the drain gave up; their clients
+        /// resend them after reconnecting (deduplicated by producer and seq, so nothing is written twice).
+        public var unacknowledgedReadings: Int = 0
+        public var complete: Bool { forcedCloses == 0 && writersDrained && unacknowledgedReadings == 0 }
+    }
+
     /// Drains and stops: stop accepting, send `GoAway`, stop granting credit, commit what is queued, send the
-    /// last acks, close. Connections still owed acks after `drainTimeout` are closed anyway (their clients
-    /// resend after reconnecting; nothing is lost or written twice).
-    public func shutdown() async {
+    /// last acks, close. One deadline, `drainTimeout` from the call, covers all of it: connections still owed
+    /// acks then are closed anyway, and writers still waiting on the database (a lock, a stall) are left behind
+    /// — the report says how many readings went unacknowledged, which their clients resend after reconnecting
+    /// (nothing is lost or written twice). A process exiting right after does not wait for those writers.
+    @discardableResult
+    public func shutdown() async -> DrainReport {
         let running: Running? = phase.withLockedValue { p in
             guard case .running(let r) = p else { return nil }
             p = .stopped
             return r
         }
-        guard let running else { return }
+        guard let running else { return DrainReport() }
         let clock = ContinuousClock()
         let began = clock.now
         try? await running.listener.close()
@@ -248,14 +263,53 @@ public final class SluiceServer: Service, Sendable {
         }
         let stragglers = running.coordinator.handles
         for handle in stragglers { handle.forceClose() }
-        running.pipeline.finish()
-        await running.pipelineTask.value
-        await running.pool.shutdown()
+        // The pipeline and the writers get what is left of the same deadline, not one of their own.
+        let writers = Task {
+            running.pipeline.finish()
+            await running.pipelineTask.value
+            await running.pool.shutdown()
+        }
+        let drained = await Self.finishes(writers, before: deadline)
+        var report = DrainReport(forcedCloses: stragglers.count, writersDrained: drained)
+        if !drained { report.unacknowledgedReadings = running.pool.stats.inFlightReadings }
         for task in running.background { task.cancel() }
         try? await running.http?.close()
         try? await running.group.shutdownGracefully()
-        logger.notice(
-            "stopped", metadata: ["drain_seconds": "\(clock.now - began)", "forced_closes": "\(stragglers.count)"])
+        if report.writersDrained {
+            logger.notice(
+                "stopped", metadata: ["drain_seconds": "\(clock.now - began)", "forced_closes": "\(stragglers.count)"])
+        } else {
+            logger.error(
+                "drain deadline passed with readings unacknowledged: the database did not commit them in time; their clients resend them after reconnecting",
+                metadata: [
+                    "drain_seconds": "\(clock.now - began)", "forced_closes": "\(stragglers.count)",
+                    "unacknowledged_readings": "\(report.unacknowledgedReadings)",
+                ])
+        }
+        return report
+    }
+
+    /// True if `task` finishes before `deadline`; false (leaving it running) otherwise.
+    private static func finishes(_ task: Task<Void, Never>, before deadline: ContinuousClock.Instant) async -> Bool {
+        let resumed = NIOLockedValueBox(false)
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            @Sendable func resume(_ value: Bool) {
+                let first = resumed.withLockedValue { done in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume(returning: value) }
+            }
+            let timer = Task {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                resume(false)
+            }
+            Task {
+                await task.value
+                resume(true)
+                timer.cancel()
+            }
+        }
     }
 
     /// `Service`: starts, runs until graceful shutdown is triggered, then drains.

@@ -92,7 +92,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds an idle HTTP connection stays open. Default: 10")
     var httpIdleTimeout: String?
 
-    @Option(help: "Seconds a drain (SIGTERM) waits for the last acks. Default: 20")
+    @Option(help: "Seconds a drain (SIGTERM) may take in all: last acks and commits. Past it, sluiced exits 75 naming the readings left unacknowledged. Default: 20")
     var drainTimeout: String?
 
     @Option(help: "trace, debug, info, notice, warning, error, critical (SIGHUP reloads it). Default: info")
@@ -153,6 +153,10 @@ struct Serve: AsyncParsableCommand {
             try await embedded.start()
             cluster = embedded
             url = embedded.url
+            // Only this user and root can connect (a Unix socket in a 0700 directory, no TCP).
+            logger.notice(
+                "embedded PostgreSQL is private to this user and root; open psql on it with `sluiced psql --state-dir \(stateDir)`",
+                metadata: ["url": "\(url)"])
         }
 
         var configuration = SluiceServer.Configuration(
@@ -164,9 +168,13 @@ struct Serve: AsyncParsableCommand {
         if let n = try settings.int("max-connections", range: 1...1_000_000) { configuration.maxConnections = n }
         if let t = try settings.double("drain-timeout") { configuration.drainTimeout = t }
         try Self.applyLimits(settings, to: &configuration)
+        // One deadline for the whole drain (connections, then writers): SluiceServer.shutdown enforces it; the
+        // pool's own limit (when it stops retrying an unreachable database) is no longer than that.
+        configuration.writerPool.drainTimeout = configuration.drainTimeout
 
         let server = SluiceServer(configuration: configuration, logger: logger, metricsRegistry: registry)
-        let daemon = Daemon(server: server, tokenPath: tokenPath, logLevel: sharedLevel, reloadSettings: {
+        let drainReport = DrainOutcome()
+        let daemon = Daemon(server: server, tokenPath: tokenPath, logLevel: sharedLevel, drainReport: drainReport, reloadSettings: {
             try location.settings(extra: ["log-level": logLevel])
         }, logger: logger)
         let group = ServiceGroup(
@@ -179,9 +187,21 @@ struct Serve: AsyncParsableCommand {
         }
         if let cluster {
             logger.info("stopping embedded PostgreSQL")
-            try await cluster.stop()
+            // Fast: disconnects any writer the drain left waiting on the database (its transaction rolls back).
+            try await cluster.stop(mode: .fast)
+        }
+        if let report = drainReport.report, !report.writersDrained {
+            // The drain deadline passed with readings not committed: say so in the exit status too.
+            FileHandle.standardError.write(
+                Data(
+                    "sluiced: stopped after the \(configuration.drainTimeout) s drain deadline with \(report.unacknowledgedReadings) readings unacknowledged (clients resend them); exit \(Self.unacknowledgedExitCode)\n"
+                        .utf8))
+            throw ExitCode(Self.unacknowledgedExitCode)
         }
     }
+
+    /// Exit status of a drain that ran out of time with readings unacknowledged (EX_TEMPFAIL).
+    static let unacknowledgedExitCode: Int32 = 75
 
     static func logLevel(_ settings: Settings) throws -> Logger.Level {
         guard let level = Logger.Level(rawValue: settings["log-level"] ?? "info") else {
@@ -240,19 +260,84 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
-    /// The embedded cluster keeps its port across restarts (in `<state-dir>/postgres.port`), so a cluster
-    /// left running by a crashed daemon is found again rather than duplicated.
-    static func embeddedCluster(stateDir: String, logger: Logger) throws -> PostgresCluster {
-        // 0700: the cluster, its port file and the token file are the daemon's alone.
-        try FileManager.default.createDirectory(
-            atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    /// The embedded cluster keeps its port (which names its Unix socket) across restarts, in
+    /// `<state-dir>/postgres.port`, so a cluster left running by a crashed daemon is found again rather than
+    /// duplicated. A new state directory is created private: 0700, or — when root runs the cluster as
+    /// `postgres` — 0710 with group `postgres`, so the cluster's user can only pass through to its data directory.
+    static func embeddedCluster(stateDir: String, logger: Logger, create: Bool = true) throws -> PostgresCluster {
+        if create { try createStateDirectory(stateDir) }
         let portFile = stateDir + "/postgres.port"
         let saved = (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap {
             Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         let cluster = PostgresCluster(dataDirectory: stateDir + "/postgres", port: saved, logger: logger)
-        if saved == nil { try "\(cluster.port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
+        if saved == nil && create { try "\(cluster.port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
         return cluster
+    }
+
+    static func createStateDirectory(_ stateDir: String) throws {
+        guard !FileManager.default.fileExists(atPath: stateDir) else { return }
+        try FileManager.default.createDirectory(
+            atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        chmod(stateDir, 0o700)
+        if geteuid() == 0, let group = getgrnam("postgres")?.pointee.gr_gid {
+            // The cluster runs as postgres (PostgreSQL refuses root): let it reach <state-dir>/postgres, nothing more.
+            chown(stateDir, 0, group)
+            chmod(stateDir, 0o710)
+        }
+    }
+}
+
+/// `sluiced psql`: psql on the embedded cluster of a state directory, as user `sluice` over its private socket.
+struct PsqlCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "psql", abstract: "Open psql on the embedded PostgreSQL of --state-dir.",
+        discussion: """
+            The embedded cluster accepts no TCP connections: only its own user and root reach its Unix socket. \
+            Run this as the user sluiced runs as (or root) while sluiced is running. Arguments after -- go to psql.
+
+            Examples:
+              sluiced psql --state-dir /var/lib/sluice
+              sluiced psql --state-dir ./sluice-state -- -c "SELECT count(*) FROM readings"
+            """)
+
+    @OptionGroup var location: LocationOptions
+
+    @Argument(parsing: .captureForPassthrough, help: "Arguments for psql.")
+    var psqlArguments: [String] = []
+
+    func run() throws {
+        let settings = try location.settings()
+        let stateDir = settings["state-dir"] ?? "./sluice-state"
+        guard FileManager.default.fileExists(atPath: stateDir + "/postgres/PG_VERSION") else {
+            throw SettingsError("no embedded PostgreSQL in \(stateDir) (start sluiced without --database-url first)")
+        }
+        let cluster = try Serve.embeddedCluster(stateDir: stateDir, logger: Logger(label: "sluiced"), create: false)
+        let candidates = ["psql"] + ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? [])
+            .sorted { (Double($0) ?? 0) > (Double($1) ?? 0) }.map { "/usr/lib/postgresql/\($0)/bin/psql" }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        let psql = candidates.lazy.compactMap { candidate -> String? in
+            if candidate.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil }
+            return path.split(separator: ":").map { "\($0)/\(candidate)" }.first {
+                FileManager.default.isExecutableFile(atPath: $0)
+            }
+        }.first
+        guard let psql else { throw SettingsError("psql not found (install the postgresql-client package)") }
+        let passthrough = psqlArguments.first == "--" ? Array(psqlArguments.dropFirst()) : psqlArguments
+        let argv = [psql] + cluster.psqlArguments + passthrough
+        let cArguments = argv.map { strdup($0) } + [nil]
+        execv(psql, cArguments)
+        throw SettingsError("cannot run \(psql): \(String(cString: strerror(errno)))")
+    }
+}
+
+/// The drain's report, handed from the service to `Serve.run` for the exit status.
+final class DrainOutcome: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: SluiceServer.DrainReport?
+    var report: SluiceServer.DrainReport? {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
     }
 }
 
@@ -261,6 +346,8 @@ struct Daemon: Service {
     let server: SluiceServer
     let tokenPath: String
     let logLevel: SharedLogLevel
+    /// What the drain left unacknowledged, for the exit status.
+    let drainReport: DrainOutcome
     /// Re-reads flags, environment and config file, for SIGHUP.
     let reloadSettings: @Sendable () throws -> Settings
     let logger: Logger
@@ -307,7 +394,8 @@ struct Daemon: Service {
         systemd.notify("STOPPING=1\nSTATUS=draining")
         reloader.cancel()
         watchdog.cancel()
-        await server.shutdown()
+        let report = await server.shutdown()
+        drainReport.report = report
     }
 
     /// Every few seconds: a `STATUS=` line with connections and readings/s, and — when systemd's watchdog is

@@ -23,6 +23,8 @@ struct Sluiced: AsyncParsableCommand {
               sluiced token create --prefix plant1. --name "gateway 3"
               sluiced token list
               sluiced token revoke 3f9a0c1d
+              # psql on the embedded PostgreSQL (private to sluiced's user and root: no TCP):
+              sluiced psql -- -c "SELECT count(*) FROM readings"
 
             All server flags: sluiced serve --help
 
@@ -33,6 +35,6 @@ struct Sluiced: AsyncParsableCommand {
             curl 127.0.0.1:7879/status, curl 127.0.0.1:7879/metrics.
             """,
         version: "0.1.0",
-        subcommands: [Serve.self, TokenCommand.self],
+        subcommands: [Serve.self, TokenCommand.self, PsqlCommand.self],
         defaultSubcommand: Serve.self)
 }

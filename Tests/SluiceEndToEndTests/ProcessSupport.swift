@@ -25,7 +25,8 @@ final class RunningProcess: Sendable {
     private let err = Mutex("")
     private let exit = Mutex<(Int32?, [CheckedContinuation<Int32, Never>])>((nil, []))
 
-    init(_ executable: String, _ arguments: [String], name: String) throws {
+    /// `slot`: given back when the process exits (or if it cannot be started).
+    init(_ executable: String, _ arguments: [String], name: String, slot: DaemonSlot? = nil) throws {
         self.name = name
         process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -44,6 +45,7 @@ final class RunningProcess: Sendable {
             self?.err.withLock { $0 += String(decoding: data, as: UTF8.self) }
         }
         process.terminationHandler = { [weak self] p in
+            slot?.release()
             guard let self else { return }
             let waiters = self.exit.withLock { state in
                 state.0 = p.terminationStatus
@@ -52,7 +54,23 @@ final class RunningProcess: Sendable {
             }
             for w in waiters { w.resume(returning: p.terminationStatus) }
         }
-        try process.run()
+        do {
+            try process.run()
+        } catch {
+            slot?.release()
+            throw error
+        }
+    }
+
+    /// Starts a `sluiced` once one of `DaemonSlots` is free (which bounds the suite's PostgreSQL connections).
+    static func sluiced(_ arguments: [String], name: String = "sluiced") async throws -> RunningProcess {
+        let slot = await DaemonSlot.take()
+        let path: String
+        do { path = try Binaries.path("sluiced") } catch {
+            slot.release()
+            throw error
+        }
+        return try RunningProcess(path, arguments, name: name, slot: slot)
     }
 
     /// A test that fails half way must not leave its daemon running.
@@ -143,13 +161,12 @@ struct Sluiced {
     static func start(databaseURL: String, port: Int = 0, stateDir: String? = nil) async throws -> Sluiced {
         let dir = stateDir ?? (NSTemporaryDirectory() + "sluiced-e2e-\(UUID().uuidString)")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let process = try RunningProcess(
-            try Binaries.path("sluiced"),
+        let process = try await RunningProcess.sluiced(
             [
                 "--listen", "127.0.0.1:\(port)", "--database-url", databaseURL, "--http", "127.0.0.1:0",
                 "--state-dir", dir, "--log-level", "info",
             ], name: "sluiced")
-        let listening = try await process.waitForStderr(#"sluiced: listening on 127\.0\.0\.1:(\d+)"#)
+        let listening = try await process.waitForStderr(#"sluiced: listening on 127\.0\.0\.1:(\d+)"#, timeout: .seconds(60))
         let http = try await process.waitForStderr(#"http://127\.0\.0\.1:(\d+)/status"#)
         return Sluiced(process: process, port: Int(listening)!, httpPort: Int(http)!, databaseURL: databaseURL, stateDir: dir)
     }

@@ -6,8 +6,7 @@ import Testing
 @Suite struct TLSEndToEndTests {
     /// A TLS-only `sluiced` on a free port.
     func startTLSDaemon(databaseURL: String, certificates: TestCertificates) async throws -> (RunningProcess, port: Int) {
-        let daemon = try RunningProcess(
-            try Binaries.path("sluiced"),
+        let daemon = try await RunningProcess.sluiced(
             [
                 "--listen", "127.0.0.1:0", "--database-url", databaseURL, "--http", "off",
                 "--state-dir", certificates.directory, "--tls-cert", certificates.serverCertificate,

@@ -57,16 +57,16 @@ import Testing
             ["--config", config, "--database-url", url, "--listen", "127.0.0.1:0", "--http", "off", "--state-dir", dir],
             environment: ["NOTIFY_SOCKET": notify.address])
         defer { daemon.kill() }
-        _ = notify.receive(for: .seconds(5)) { $0.contains { $0.hasPrefix("READY=1") } }
+        _ = notify.receive(for: .seconds(30)) { $0.contains { $0.hasPrefix("READY=1") } }
 
         try "log-level = debug\n".write(toFile: config, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
-        let messages = notify.receive(for: .seconds(10)) { m in
+        let messages = notify.receive(for: .seconds(30)) { m in
             m.contains { $0.hasPrefix("RELOADING=1") } && m.contains { $0.hasPrefix("READY=1") }
         }
         #expect(messages.contains { $0.hasPrefix("RELOADING=1") }, "\(messages)")
         #expect(messages.last { !$0.contains("WATCHDOG") }?.hasPrefix("READY=1") == true, "\(messages)")
-        let deadline = ContinuousClock.now + .seconds(5)
+        let deadline = ContinuousClock.now + .seconds(30)
         while !daemon.log.contains("log level changed"), ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }

@@ -83,7 +83,12 @@ import Testing
 
         _ = try await run(["token", "revoke", "--token-file", tokenFile, id])
         daemon.signal(SIGHUP)
-        try await Task.sleep(for: .milliseconds(300))
+        // Event-driven, not a fixed sleep: the reload is done once the daemon logs it (slow on a loaded machine).
+        let reloadDeadline = ContinuousClock.now + .seconds(30)
+        while !daemon.log.contains("tokens reloaded"), ContinuousClock.now < reloadDeadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(daemon.log.contains("tokens reloaded"), "\(daemon.log)")
         let revoked = try await RawClient.connect(port: port)
         try await revoked.sendPreface()
         try await revoked.send(ClientFrame(.hello(RawClient.hello(producer: producerID(92), token: token))))

@@ -9,9 +9,19 @@ public final class SluicedProcess: Sendable {
     private let exitStatus = NIOLockedValueBox<Int32?>(nil)
 
     /// Starts `sluiced` with `arguments` and waits for its `sluiced: listening on 127.0.0.1:PORT` line.
+    /// Takes one of `DaemonSlots` first (given back when the process exits), which bounds the PostgreSQL
+    /// connections the suite's daemons hold at once.
     public static func start(_ arguments: [String], environment: [String: String] = [:]) async throws -> (SluicedProcess, port: Int) {
-        let me = try launch(arguments, environment: environment)
-        let deadline = ContinuousClock.now + .seconds(30)
+        let slot = await DaemonSlot.take()
+        let me: SluicedProcess
+        do {
+            me = try launch(arguments, environment: environment, slot: slot)
+        } catch {
+            slot.release()
+            throw error
+        }
+        // A loaded machine (two cores, the whole suite in parallel) can take a while to start one.
+        let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             let log = me.log
             if let range = log.range(of: "sluiced: listening on 127.0.0.1:") {
@@ -26,11 +36,15 @@ public final class SluicedProcess: Sendable {
             try await Task.sleep(for: .milliseconds(20))
         }
         me.kill()
-        throw TestSetupError("sluiced did not print its listening line within 30 s: \(me.log)")
+        throw TestSetupError("sluiced did not print its listening line within 60 s: \(me.log)")
     }
 
     /// Starts `sluiced` with `arguments` (and extra environment variables) without waiting for anything.
     public static func launch(_ arguments: [String], environment: [String: String] = [:]) throws -> SluicedProcess {
+        try launch(arguments, environment: environment, slot: nil)
+    }
+
+    static func launch(_ arguments: [String], environment: [String: String], slot: DaemonSlot?) throws -> SluicedProcess {
         guard let binDir = ProcessInfo.processInfo.environment["SLUICE_BIN_DIR"] else {
             throw TestSetupError("SLUICE_BIN_DIR is not set: run the suite with tools/test, which builds sluiced")
         }
@@ -53,6 +67,7 @@ public final class SluicedProcess: Sendable {
         }
         process.terminationHandler = { [exitStatus = me.exitStatus] p in
             exitStatus.withLockedValue { $0 = p.terminationStatus }
+            slot?.release()
         }
         try process.run()
         return me

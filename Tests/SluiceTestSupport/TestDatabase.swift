@@ -22,9 +22,25 @@ public enum TestDatabase {
 
     /// A fresh database (dropped first if it exists) on the test cluster, so tests do not see each other's
     /// rows; returns its URL.
+    ///
+    /// Tests call this synchronously on the cooperative pool (two threads on a two-core machine), so it must
+    /// be quick: CREATE DATABASE copies a template (a few hundred ms under load), and fifty of them at the
+    /// start of a run starved every other test for seconds (handshake timeouts, "I/O on closed channel").
+    /// tools/test therefore creates empty databases ahead, during the build (`sluice_test_pool`); this claims
+    /// one and renames it, and only creates one when the pool is empty or absent.
     public static func freshDatabase(named name: String) throws -> String {
         let admin = try TestConnection(url: url)
         _ = try admin.query("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+        let claimed = try? admin.query(
+            """
+            DELETE FROM sluice_test_pool WHERE name = (
+              SELECT name FROM sluice_test_pool ORDER BY name LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING name
+            """)
+        if let spare = claimed?.first?.first ?? nil,
+            (try? admin.query("ALTER DATABASE \(spare) RENAME TO \(name)")) != nil
+        {
+            return try urlReplacingDatabase(with: name)
+        }
         _ = try admin.query("CREATE DATABASE \(name)")
         return try urlReplacingDatabase(with: name)
     }

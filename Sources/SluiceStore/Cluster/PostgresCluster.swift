@@ -6,7 +6,14 @@ import Logging
 #endif
 
 /// A PostgreSQL cluster of its own under a data directory: the daemon's embedded default, and what tests
-/// that restart the database use. Listens on 127.0.0.1 only, user `sluice` with trust authentication.
+/// that restart the database use.
+///
+/// Private: no TCP at all (`listen_addresses = ''`, and `pg_hba.conf` rejects every TCP connection), only a
+/// Unix socket (mode 0700) in a directory of mode 0700 owned by the cluster's user — the data directory
+/// itself, or for a data directory too long for a socket path a `/tmp/sluice-pg.*` directory checked for
+/// owner and mode. So the cluster's user and root can connect (user `sluice`, trust over that socket) and
+/// nobody else on the machine can. Clusters made by earlier versions (trust on 127.0.0.1) get the new
+/// `pg_hba.conf` at their next start, and one still running with the old one is restarted.
 ///
 /// Every blocking step (initdb, pg_ctl and their waits) runs on a thread of its own, never on the
 /// cooperative pool.
@@ -23,8 +30,10 @@ public final class PostgresCluster: Sendable {
 
     /// The cluster's data directory (created, and owned by the run-as user, on first start).
     public let dataDirectory: String
-    /// The TCP port on 127.0.0.1.
+    /// The port number, which names the Unix socket (`.s.PGSQL.<port>`); nothing listens on TCP.
     public let port: Int
+    /// The directory holding the Unix socket (mode 0700, owned by the cluster's user).
+    public let socketDirectory: String
     private let binDirectory: String?
     /// The user to run initdb/pg_ctl as via `runuser`; nil = the current user.
     private let switchToUser: String?
@@ -43,11 +52,36 @@ public final class PostgresCluster: Sendable {
         let current = Self.passwordEntry(uid: geteuid())?.name
         let wanted = runAsUser ?? (geteuid() == 0 ? "postgres" : current)
         switchToUser = wanted == current ? nil : wanted
+        socketDirectory = Self.socketDirectory(for: self.dataDirectory, user: wanted)
         self.logger = logger
     }
 
-    /// libpq URL of database `postgres` as user `sluice` over TCP on 127.0.0.1.
-    public var url: String { "postgresql://sluice@127.0.0.1:\(port)/postgres" }
+    /// libpq URL of database `postgres` as user `sluice` over the Unix socket (the host is the socket
+    /// directory, percent-encoded).
+    public var url: String {
+        let host = socketDirectory.addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? socketDirectory
+        return "postgresql://sluice@\(host):\(port)/postgres"
+    }
+
+    /// `psql` arguments that reach this cluster (database `postgres` as user `sluice`).
+    public var psqlArguments: [String] {
+        ["-h", socketDirectory, "-p", "\(port)", "-U", "sluice", "-d", "postgres"]
+    }
+
+    /// `pg_hba.conf` as this version writes it: the Unix socket only (its directory's mode is the access
+    /// control), every TCP connection rejected.
+    static let hostBasedAuthentication = """
+        # Written by sluiced at every start: connections only over the Unix socket, whose directory (mode 0700)
+        # only the cluster's user and root can enter. No TCP: listen_addresses is empty, and any host line is
+        # rejected should it be turned on. Edits here are overwritten; use --database-url for a shared server.
+        local   all   all   trust
+        host    all   all   all   reject
+        hostssl all   all   all   reject
+
+        """
+
+    private static let unreserved = CharacterSet(
+        charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
 
     /// The server log (what `start` quotes when the server does not come up).
     public var logFile: String { dataDirectory + "/server.log" }
@@ -79,20 +113,32 @@ public final class PostgresCluster: Sendable {
             try prepareDataDirectory()
             logger.info("creating PostgreSQL cluster", metadata: ["data_directory": "\(dataDirectory)"])
             let result = try run(
-                bin + "/initdb", ["-D", dataDirectory, "-U", "sluice", "--auth=trust", "-E", "UTF8", "--no-locale"])
+                bin + "/initdb",
+                [
+                    "-D", dataDirectory, "-U", "sluice", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8",
+                    "--no-locale",
+                ])
             guard result.status == 0 else {
                 throw StoreError.cluster(
                     "initdb failed for \(dataDirectory) (exit \(result.status)): \(Self.tail(result.output, lines: 15))")
             }
         }
-        if try isRunning(bin) { return }
-        // A Unix socket path must fit in 107 bytes; longer data directories go without one (TCP is enough).
-        let socketDirectory = dataDirectory.utf8.count + 20 < 107 ? dataDirectory : ""
+        // Older versions wrote trust for 127.0.0.1: replace it, and restart a server still running with it.
+        let migrated = try writeHostBasedAuthentication()
+        if try isRunning(bin) {
+            guard migrated else { return }
+            logger.notice(
+                "restarting the embedded PostgreSQL without TCP access (it was started by an older sluiced)",
+                metadata: ["data_directory": "\(dataDirectory)"])
+            try stopBlocking(mode: .fast)
+        }
+        try prepareSocketDirectory()
         // Sized for streaming COPY rather than PostgreSQL's tiny defaults: WAL buffers that hold a few groups,
         // WAL segments kept for reuse instead of created (and zero-filled) mid-stream, checkpoints spaced out.
         // Durability is untouched (fsync and synchronous_commit stay on).
         let tuning = "-c shared_buffers=256MB -c wal_buffers=16MB -c min_wal_size=1GB -c max_wal_size=4GB"
-        let options = "-c listen_addresses=127.0.0.1 -p \(port) -k '\(socketDirectory)' \(tuning)"
+        let access = "-c listen_addresses='' -c unix_socket_permissions=0700 -p \(port) -k '\(socketDirectory)'"
+        let options = "\(access) \(tuning)"
         let result = try run(
             bin + "/pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "120", "-o", options, "start"])
         guard result.status == 0 else {
@@ -101,7 +147,60 @@ public final class PostgresCluster: Sendable {
                 "PostgreSQL did not start (pg_ctl exit \(result.status)): \(Self.tail(result.output, lines: 5)); "
                     + "server log \(logFile) ends with: \(Self.tail(log, lines: 15))")
         }
-        logger.info("PostgreSQL started", metadata: ["port": "\(port)", "data_directory": "\(dataDirectory)"])
+        logger.info(
+            "PostgreSQL started",
+            metadata: ["socket_directory": "\(socketDirectory)", "port": "\(port)", "data_directory": "\(dataDirectory)"])
+    }
+
+    /// Writes `pg_hba.conf` unless it already says what this version wants; true if it changed. Keeps the
+    /// file's owner (the cluster's user) and mode 0600.
+    private func writeHostBasedAuthentication() throws -> Bool {
+        let path = dataDirectory + "/pg_hba.conf"
+        if (try? String(contentsOfFile: path, encoding: .utf8)) == Self.hostBasedAuthentication { return false }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw StoreError.cluster("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        let bytes = Array(Self.hostBasedAuthentication.utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count else {
+            throw StoreError.cluster("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        fchmod(fd, 0o600)
+        let owner = try clusterOwner()
+        _ = fchown(fd, owner.uid, owner.gid)
+        return true
+    }
+
+    /// The socket directory must be private: the data directory (0700, checked by PostgreSQL itself) or a
+    /// directory of our own under /tmp, which is created 0700 for the cluster's user and refused if someone
+    /// else made it (or loosened it) first.
+    private func prepareSocketDirectory() throws {
+        guard socketDirectory != dataDirectory else { return }
+        let owner = try clusterOwner()
+        if mkdir(socketDirectory, 0o700) == 0 {
+            if owner.uid != geteuid() { _ = chown(socketDirectory, owner.uid, owner.gid) }
+        } else if errno != EEXIST {
+            throw StoreError.cluster("cannot create the socket directory \(socketDirectory): \(String(cString: strerror(errno)))")
+        }
+        var info = stat()
+        guard lstat(socketDirectory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, info.st_uid == owner.uid,
+            info.st_mode & 0o777 == 0o700
+        else {
+            throw StoreError.cluster(
+                "the socket directory \(socketDirectory) is not a directory of mode 0700 owned by \(owner.name): "
+                    + "remove it, or use a shorter state directory (the socket then lives in the data directory)")
+        }
+    }
+
+    private func clusterOwner() throws -> (name: String, uid: uid_t, gid: gid_t) {
+        if let user = switchToUser {
+            guard let entry = Self.passwordEntry(name: user) else {
+                throw StoreError.cluster("user \(user), who must own the PostgreSQL cluster, does not exist")
+            }
+            return entry
+        }
+        return Self.passwordEntry(uid: geteuid()) ?? ("uid \(geteuid())", geteuid(), getegid())
     }
 
     private func stopBlocking(mode: StopMode) throws {
@@ -226,6 +325,15 @@ public final class PostgresCluster: Sendable {
             guard status == 0, result != nil else { return nil }
             return (String(cString: entry.pw_name), entry.pw_uid, entry.pw_gid)
         }
+    }
+
+    /// Where the socket of a cluster in `dataDirectory` lives: the data directory itself when the socket's path
+    /// (`<dir>/.s.PGSQL.<port>`) fits in sun_path (107 bytes), else `/tmp/sluice-pg.<user>.<hash of the path>`.
+    static func socketDirectory(for dataDirectory: String, user: String?) -> String {
+        if dataDirectory.utf8.count + 20 < 107 { return dataDirectory }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a: stable across runs, unlike Hasher
+        for byte in dataDirectory.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return "/tmp/sluice-pg.\(user ?? "\(geteuid())").\(String(hash, radix: 16))"
     }
 
     static func tail(_ text: String, lines: Int) -> String {
