@@ -174,6 +174,18 @@ struct FaultRun: Sendable {
             daemonBox.withLockedValue { $0.kill() }
         }
         let admin = try TestConnection(url: url)
+        /// DDL on `readings` can deadlock with the writers' COPY (PostgreSQL then cancels one side): the fault
+        /// is injected again, up to 20 times, as an operator would.
+        func ddl(_ sql: String) async throws {
+            for attempt in 1...20 {
+                do {
+                    try admin.query(sql)
+                    return
+                } catch where attempt < 20 && "\(error)".contains("deadlock detected") {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+        }
         let signals = FaultSignals()
         let plans = plans()
         let gateSeq = UInt64(max(1, batches * 7 / 10))
@@ -213,14 +225,14 @@ struct FaultRun: Sendable {
                     if fault == .refuse {
                         if cycle % 2 == 0 {
                             try admin.query("SET lock_timeout = '20s'")
-                            try admin.query("ALTER TABLE readings ADD CONSTRAINT chaos_refuse CHECK (value < 1e12) NOT VALID")
+                            try await ddl("ALTER TABLE readings ADD CONSTRAINT chaos_refuse CHECK (value < 1e12) NOT VALID")
                             what = "CHECK (value < 1e12)"
                         } else {
                             try admin.query("""
                                 CREATE OR REPLACE FUNCTION chaos_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
                                 BEGIN IF NEW.value >= 1e12 THEN RAISE EXCEPTION 'chaos: value % refused', NEW.value; END IF; RETURN NEW; END $$
                                 """)
-                            try admin.query("CREATE TRIGGER chaos_refuse BEFORE INSERT ON readings FOR EACH ROW EXECUTE FUNCTION chaos_refuse()")
+                            try await ddl("CREATE TRIGGER chaos_refuse BEFORE INSERT ON readings FOR EACH ROW EXECUTE FUNCTION chaos_refuse()")
                             what = "trigger RAISE for value >= 1e12"
                         }
                     } else {
@@ -237,9 +249,9 @@ struct FaultRun: Sendable {
                     if fault == .readOnly { try await Task.sleep(for: .seconds(2)) }
                     if fault == .refuse {
                         if cycle % 2 == 0 {
-                            try admin.query("ALTER TABLE readings DROP CONSTRAINT chaos_refuse")
+                            try await ddl("ALTER TABLE readings DROP CONSTRAINT chaos_refuse")
                         } else {
-                            try admin.query("DROP TRIGGER chaos_refuse ON readings")
+                            try await ddl("DROP TRIGGER chaos_refuse ON readings")
                         }
                     } else {
                         try admin.query("SET default_transaction_read_only = off")
