@@ -26,7 +26,10 @@ import Testing
 /// any error or close and resends them in seq order, drops those at or below `Welcome.committed_seq`, and asks
 /// for credit with `CreditRequest` when the server says it reads them. Sizes come from the environment, so
 /// `tools/chaos --refuse/--read-only/--storm` runs the same code at full size.
-@Suite(.serialized) struct DeliveryFaultChaosTests {
+///
+/// Nested in `KillRestartChaosTests` (serialized), so it never runs alongside `tools/chaos`.
+extension KillRestartChaosTests {
+@Suite struct DeliveryFaultChaosTests {
     static func env(_ name: String, _ fallback: Int) -> Int {
         ProcessInfo.processInfo.environment[name].flatMap(Int.init) ?? fallback
     }
@@ -66,6 +69,7 @@ import Testing
         let report = try await run.run()
         report.expectClean()
     }
+}
 }
 
 // MARK: - The run
