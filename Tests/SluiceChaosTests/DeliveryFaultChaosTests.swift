@@ -169,7 +169,10 @@ struct FaultRun: Sendable {
         }
         let arguments = { (listen: String) in
             ["--listen", listen, "--http", "off", "--database-url", url, "--state-dir", dir + "/state", "--log-level", "error",
-             "--max-connections", "\(producers + 100)"]
+             "--max-connections", "\(producers + 100)",
+             // Every producer reconnects from 127.0.0.1 at once after the kill; the pre-auth caps would refuse
+             // most of them (they retry, but the bound below is for the credit path, not for backoff).
+             "--max-unauthenticated", "\(producers + 100)", "--max-unauthenticated-per-address", "\(producers + 100)"]
         }
         var (daemon, firstPort) = try await SluicedProcess.start(arguments("127.0.0.1:0"))
         let port = firstPort

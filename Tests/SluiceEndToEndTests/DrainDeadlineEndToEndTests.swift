@@ -48,7 +48,9 @@ import Testing
         while ContinuousClock.now < deadline {
             let waiting = try await onOwnThread {
                 try TestConnection(url: url).scalar(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluiced' AND wait_event_type = 'Lock'")
+                    // A batch's COPY, not writer 0's partition upkeep, which waits on the same lock.
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluiced' AND wait_event_type = 'Lock' "
+                        + "AND query LIKE '%COPY readings%'")
             }
             if waiting > 0 { return }
             try await Task.sleep(for: .milliseconds(50))

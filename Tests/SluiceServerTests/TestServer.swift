@@ -16,8 +16,9 @@ struct TestServer {
     /// Short deadlines so liveness tests take a second, not a minute.
     /// Short enough for quick tests, far enough apart that a loaded CI machine cannot swap which fires first:
     /// a stalled frame is noticed after 0.4 s, a silent peer after 3 heartbeats (3 s).
-    /// The handshake deadline stays long: Hello's authentication and ownership claim take a database round
-    /// trip, which a loaded 2-core machine can stretch past seconds; the deadline test sets its own.
+    /// The handshake deadline stays long, here and in `startReusing`: Hello's committed-seq read (and ownership
+    /// claim) is a database round trip on a task of the cooperative pool, which this test process shares with
+    /// tests that block it; a loaded 2-core machine stretches that past seconds. The deadline test sets its own.
     static let fastTimeouts = SessionStateMachine.Timeouts(
         handshake: 15_000_000_000, heartbeatInterval: 1_000_000_000, frameStall: 400_000_000)
 
@@ -34,7 +35,7 @@ struct TestServer {
         var configuration = SluiceServer.Configuration(
             host: "127.0.0.1", port: 0, httpHost: nil,
             writerPool: .init(databaseURL: url, writers: 2),
-            flow: .init(budget: 200_000, maxWindow: 50_000, initialWindow: 50_000), timeouts: .init(heartbeatInterval: 5_000_000_000),
+            flow: .init(budget: 200_000, maxWindow: 50_000, initialWindow: 50_000), timeouts: .init(handshake: 30_000_000_000, heartbeatInterval: 5_000_000_000),
             pipelineConcurrency: 2, eventLoopThreads: 2)
         configuration.drainTimeout = 10
         configure(&configuration)

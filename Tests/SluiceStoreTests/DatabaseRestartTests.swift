@@ -135,7 +135,9 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try await cluster.start()
         do {
-            #expect(cluster.url == "postgresql://sluice@127.0.0.1:\(cluster.port)/postgres")
+            // The private socket, never TCP (DESIGN §4: reachable only by sluiced's own user and root).
+            #expect(cluster.url.hasPrefix("postgresql://sluice@%2F") && cluster.url.hasSuffix(":\(cluster.port)/postgres"))
+            #expect(!cluster.url.contains("127.0.0.1"))
             try TestConnection(url: cluster.url).query("CREATE TABLE kept (x int); INSERT INTO kept VALUES (1)")
             try await cluster.start()  // already running: nothing to do
             try await cluster.restart(mode: .immediate)
