@@ -412,7 +412,9 @@ final class HostileCrowd: Sendable {
                 try FramePayload.encode(ClientFrame(.batch(batch)), into: &buffer, compressor: nil, compressAbove: 0)
             }
             try await flood.sendBytes(Array(buffer.readableBytesView))
-            while let frame = try await flood.next(timeout: .milliseconds(200)), !Self.isAck(frame) {}
+            // Waits for an ack that frees credit; a loaded machine may take longer than a moment to send one,
+            // and no frame in time only means the loop asks again (the acks are counted below).
+            while let frame = try? await flood.next(timeout: .seconds(2)), !Self.isAck(frame) {}
         }
         let floodAcks = try await flood.acks(for: Set(1...UInt64(max(sent, 1))), timeout: .seconds(30))
         out.floodSent = sent

@@ -23,7 +23,8 @@ import Testing
         let file = try temporaryFile(csvLines(0..<5_000))
         defer { try? FileManager.default.removeItem(atPath: file) }
         let send = try sluice(["send", file, "--server", "127.0.0.1:\(port)"])
-        // Event-driven: a writer of sluiced waits on the lock, so batches are queued and unacknowledged.
+        // Event-driven: a writer of this sluiced (this database: other tests' daemons wait on locks of their own)
+        // waits on the lock, so batches are queued and unacknowledged.
         try await waitUntilAWriterWaitsOnALock(url: url)
 
         let signalled = ContinuousClock.now
@@ -48,9 +49,10 @@ import Testing
         while ContinuousClock.now < deadline {
             let waiting = try await onOwnThread {
                 try TestConnection(url: url).scalar(
-                    // A batch's COPY, not writer 0's partition upkeep, which waits on the same lock.
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluiced' AND wait_event_type = 'Lock' "
-                        + "AND query LIKE '%COPY readings%'")
+                    // A batch's COPY in this test's database, not writer 0's partition upkeep (which waits on the
+                    // same lock) nor another test's daemon.
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        + "AND application_name = 'sluiced' AND wait_event_type = 'Lock' AND query LIKE '%COPY readings%'")
             }
             if waiting > 0 { return }
             try await Task.sleep(for: .milliseconds(50))
