@@ -32,7 +32,7 @@ import Testing
         let environment = ProcessInfo.processInfo.environment
         let seeds: [UInt64] =
             environment["SLUICE_SIM_SEED"].flatMap(UInt64.init).map { [$0] }
-            ?? Array(1...UInt64(environment["SLUICE_SIM_SCHEDULES"].flatMap(Int.init) ?? 2_000))
+            ?? Array(1...UInt64(environment["SLUICE_SIM_SCHEDULES"].flatMap(Int.init) ?? 4_000))
         let clock = ContinuousClock()
         let began = clock.now
         var total = SimStats()

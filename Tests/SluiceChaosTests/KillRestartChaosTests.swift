@@ -30,7 +30,8 @@ import Testing
 
     /// `tools/chaos` with the faults of issue 14 in the `sluice send` stream: a CHECK constraint and a RAISE trigger
     /// refusing values >= 1e12 (about one reading in 400 is one) for 2 s each, a read-only spell of 3 s, a kill and a
-    /// pause. Every reading must end up in `readings` or (with its reason) in `dead_letters`, exactly once.
+    /// pause. Every reading must end up in `readings` or (with its reason) in `dead_letters`, exactly once, and
+    /// `sluice send` must have every batch acked within 30 s of its last reading (the bound for this run).
     @Test func everyReadingLandsExactlyOnceThroughRefusalsAndReadOnly() async throws {
         guard let binDir = ProcessInfo.processInfo.environment["SLUICE_BIN_DIR"] else {
             throw TestSetupError("SLUICE_BIN_DIR is not set: run the suite with tools/test, which builds sluiced and sluice")
@@ -40,7 +41,7 @@ import Testing
         let (status, stdout, stderr) = try await run(
             root.appendingPathComponent("tools/chaos").path,
             ["--bin-dir", binDir, "--kills", "1", "--pg-restarts", "0", "--locks", "0", "--pauses", "1", "--refuse", "2", "--read-only", "1",
-             "--readings", "40000", "--seed", "9", "--json"])
+             "--readings", "40000", "--seed", "9", "--send-timeout", "30", "--json"])
         let line = stdout.split(separator: "\n").last.map(String.init) ?? ""
         let report = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Int] ?? [:]
         print("chaos: tools/chaos \(line)")
