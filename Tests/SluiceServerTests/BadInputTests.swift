@@ -220,7 +220,11 @@ import Testing
     }
 
     @Test func halfAFrameThenSilenceIsDropped() async throws {
-        let server = try await TestServer.start(database: "srv_stall") { $0.timeouts = TestServer.fastTimeouts }
+        // Heartbeats far apart: only the stalled frame may end this connection, even when a loaded machine
+        // delays the session's ticks by seconds.
+        let server = try await TestServer.start(database: "srv_stall") {
+            $0.timeouts = .init(handshake: 30_000_000_000, heartbeatInterval: 20_000_000_000, frameStall: 400_000_000)
+        }
         defer { Task { await server.stop() } }
         let client = try await RawClient.connect(port: server.port)
         try await client.handshake(producer: producerID(26))

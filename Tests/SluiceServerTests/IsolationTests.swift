@@ -143,7 +143,9 @@ import Testing
         let error = frames.compactMap { if case .error(let e)? = $0.kind { e } else { nil } }.first
         #expect(error?.code == .unauthenticated, "\(frames)")
         #expect(error?.message.contains("tok_b was revoked") == true, "\(frames)")
-        #expect(elapsed < .seconds(5), "closed after \(elapsed)")
+        // Milliseconds alone (the print says how long); the bound only has to tell "closed by the reload" from
+        // "never", on a CI machine loaded by the rest of the suite running in parallel.
+        #expect(elapsed < .seconds(15), "closed after \(elapsed)")
         print("isolation: revoked session closed \(elapsed) after the reload")
 
         try await kept.sendBatchWhenCredit(Readings.batch(seq: 1, device: "a.kept", count: 10))
