@@ -198,7 +198,11 @@ struct DeliverySimulation {
             quiet += 1
             if quiet > 5_000 {
                 let waiting = clients.filter { !$0.done }.map {
-                    "producer \($0.producer): unacked \($0.unacked.map(\.seq)), holds \($0.held), connection \($0.connection.map(String.init) ?? "none")"
+                    "producer \($0.producer): unacked \($0.unacked.map { "\($0.seq)×\($0.count)" }), holds \($0.held), connection \($0.connection.map(String.init) ?? "none")"
+                        + ", server ledger \($0.connection.flatMap { flow.ledger($0) }.map { "held \($0.held) in flight \($0.inFlight) window \($0.window)" } ?? "none")"
+                        + ", request \($0.connection.flatMap { flow.pendingRequest($0) }.map(String.init) ?? "none")"
+                        + ", outstanding \(flow.outstanding) of \(budget), withholding \(String(describing: flow.withholding))"
+                        + ", holders \(connections.keys.sorted().compactMap { id in flow.ledger(id).map { "\(id)(p\(connections[id]!.producer) \(connections[id]!.open ? "open" : "closed"), client on \(clients[connections[id]!.producer].connection.map(String.init) ?? "none") done \(clients[connections[id]!.producer].done)): held \($0.held) in flight \($0.inFlight)" } })"
                 }
                 fail("a producer waits for ever: \(waiting.joined(separator: "; "))")
                 return failure
@@ -239,6 +243,17 @@ struct DeliverySimulation {
     /// Everything works: connect whoever is not connected, deliver, decode, commit, send.
     mutating func quietStep() {
         stats.steps += 1
+        // A producer with nothing left to send closes its connection, as `sluice send` does at the end of its
+        // input. One that stayed connected would keep the credit it holds: granted credit cannot be taken back,
+        // so idle connections can pin the budget a waiting request needs (seed 2841 found it: three finished
+        // producers held all 311 of the budget). Until the protocol can reclaim credit, that is a known limit
+        // (FlowController's notes), not something this walk may hide by counting it as progress.
+        for i in clients.indices where clients[i].done {
+            if let id = clients[i].connection {
+                clients[i].connection = nil
+                closeServerSide(id)
+            }
+        }
         for i in clients.indices where !clients[i].done && clients[i].connection == nil { connect(clientIndex: i) }
         for _ in 0..<4 { deliver() }
         finishDecoding()
