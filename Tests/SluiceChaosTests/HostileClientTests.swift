@@ -121,7 +121,8 @@ import Testing
             "chaos: hostile clients: \(Self.idleConnections) idle connections (opened in \(openTime)) + \(outcomes); "
                 + "sluiced peak RSS (VmHWM) \(String(format: "%.1f", peakMiB)) MiB (before the attack \(String(format: "%.1f", Double(rssBefore) / 1024)) MiB); "
                 + "healthy throughput \(Int(quiet.readingsPerSecond)) readings/s alone, \(Int(attacked.readingsPerSecond)) under attack "
-                + "(\(Int(ratio * 100))%); sluiced CPU while the healthy client streamed: \(String(format: "%.2f", cpuQuiet)) s alone, "
+                + "(\(Int(ratio * 100))%); healthy p99 ack latency \(String(format: "%.1f", quiet.p99AckSeconds * 1000)) ms alone, "
+                + "\(String(format: "%.1f", attacked.p99AckSeconds * 1000)) ms under attack; sluiced CPU while the healthy client streamed: \(String(format: "%.2f", cpuQuiet)) s alone, "
                 + "\(String(format: "%.2f", cpuAttacked)) s under attack; lost 0, duplicated 0 of \(2 * batches * size); "
                 + "revoked session closed \(revokedAfter.map { "\($0)" } ?? "never") after SIGHUP; "
                 + "RSS after the attack \(String(format: "%.1f", Double(memory.current()) / 1024)) MiB")
@@ -173,6 +174,8 @@ final class PeakMemory: Sendable {
 enum HealthyStream {
     struct Result {
         var readingsPerSecond: Double
+        /// 99th percentile from sending a batch to this client taking its ack, seconds.
+        var p99AckSeconds: Double
     }
 
     static func run(port: Int, producer: UInt8, token: String, device: String, batches: Int, size: Int) async throws -> Result {
@@ -180,12 +183,14 @@ enum HealthyStream {
         defer { Task { await client.close() } }
         try await client.handshake(producer: producerID(producer), token: token)
         let start = ContinuousClock.now
+        var sentAt: [UInt64: ContinuousClock.Instant] = [:]
         for seq in 1...UInt64(batches) {
             while client.held.withLockedValue({ $0 }) < size {
                 guard try await client.next(timeout: .seconds(30)) != nil else {
                     throw TestSetupError("the healthy client was disconnected: \(client.seenErrors.withLockedValue { $0 })")
                 }
             }
+            sentAt[seq] = ContinuousClock.now
             try await client.sendBatch(Readings.batch(seq: seq, device: device, count: size))
         }
         let acks = try await client.acks(for: Set(1...UInt64(batches)), timeout: .seconds(60))
@@ -195,7 +200,11 @@ enum HealthyStream {
             throw TestSetupError("healthy client: \(accepted) of \(batches * size) accepted")
         }
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        return Result(readingsPerSecond: Double(accepted) / seconds)
+        let ackedAt = client.ackTimes.withLockedValue { $0 }
+        let latencies = sentAt.compactMap { seq, sent in ackedAt[seq].map { $0 - sent } }.sorted()
+        let p99 = latencies.isEmpty ? .zero : latencies[min(latencies.count - 1, latencies.count * 99 / 100)]
+        let p99Seconds = Double(p99.components.seconds) + Double(p99.components.attoseconds) / 1e18
+        return Result(readingsPerSecond: Double(accepted) / seconds, p99AckSeconds: p99Seconds)
     }
 }
 

@@ -15,6 +15,8 @@ public final class RawClient: Sendable {
     public let held = NIOLockedValueBox(0)
     /// Every Ack and Error read so far (by `next`, whoever called it), by seq.
     public let seenAcks = NIOLockedValueBox<[UInt64: Ack]>([:])
+    /// When each ack was taken from the inbox (the first time): latency as this client observes it.
+    public let ackTimes = NIOLockedValueBox<[UInt64: ContinuousClock.Instant]>([:])
     public let seenErrors = NIOLockedValueBox<[ErrorFrame]>([])
 
     private init(channel: any Channel, inbox: FrameInbox) {
@@ -119,7 +121,11 @@ public final class RawClient: Sendable {
             switch inbox.take() {
             case .frame(let frame):
                 if case .credit(let c)? = frame.kind { held.withLockedValue { $0 += Int(c.readings) } }
-                if case .ack(let a)? = frame.kind { seenAcks.withLockedValue { $0[a.seq] = a } }
+                if case .ack(let a)? = frame.kind {
+                    seenAcks.withLockedValue { $0[a.seq] = a }
+                    let now = ContinuousClock.now
+                    ackTimes.withLockedValue { if $0[a.seq] == nil { $0[a.seq] = now } }
+                }
                 if case .error(let e)? = frame.kind { seenErrors.withLockedValue { $0.append(e) } }
                 if answeringPings, case .ping(let p)? = frame.kind {
                     var pong = Pong()
