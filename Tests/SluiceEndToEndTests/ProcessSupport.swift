@@ -55,7 +55,7 @@ final class RunningProcess: Sendable {
             for w in waiters { w.resume(returning: p.terminationStatus) }
         }
         do {
-            try process.run()
+            try ProcessLaunch.run(process)
         } catch {
             slot?.release()
             throw error

@@ -69,7 +69,7 @@ public final class SluicedProcess: Sendable {
             exitStatus.withLockedValue { $0 = p.terminationStatus }
             slot?.release()
         }
-        try process.run()
+        try ProcessLaunch.run(process)
         return me
     }
 
