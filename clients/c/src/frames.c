@@ -46,16 +46,16 @@ int sl_encode_hello(sluice_client *c) {
     return SLUICE_OK;
 }
 
-size_t sl_encode_ping_pong(uint8_t *out, int is_pong, uint64_t nonce) {
-    /* ClientFrame.ping = 3 / .pong = 4, each { nonce = 1 (varint) } */
+/* One uncompressed ClientFrame whose case `tag` holds a message with one varint field 1 = `value`. */
+static size_t encode_varint_case(uint8_t *out, uint8_t tag, uint64_t value) {
     uint8_t body[16];
     size_t n = 0;
-    if (nonce != 0) {
+    if (value != 0) {
         body[n++] = 0x08;
-        n += sl_put_varint(body + n, nonce);
+        n += sl_put_varint(body + n, value);
     }
     size_t len = 0;
-    out[5 + len++] = is_pong ? 0x22 : 0x1a;
+    out[5 + len++] = tag;
     out[5 + len++] = (uint8_t)n;
     memcpy(out + 5 + len, body, n);
     len += n;
@@ -64,22 +64,14 @@ size_t sl_encode_ping_pong(uint8_t *out, int is_pong, uint64_t nonce) {
     return 5 + len;
 }
 
+size_t sl_encode_ping_pong(uint8_t *out, int is_pong, uint64_t nonce) {
+    /* ClientFrame.ping = 3 / .pong = 4, each { nonce = 1 (varint) } */
+    return encode_varint_case(out, is_pong ? 0x22 : 0x1a, nonce);
+}
+
 size_t sl_encode_credit_request(uint8_t *out, uint64_t readings) {
     /* ClientFrame.credit_request = 5 { readings = 1 (varint) } */
-    uint8_t body[16];
-    size_t n = 0;
-    if (readings != 0) {
-        body[n++] = 0x08;
-        n += sl_put_varint(body + n, readings);
-    }
-    size_t len = 0;
-    out[5 + len++] = 0x2a;
-    out[5 + len++] = (uint8_t)n;
-    memcpy(out + 5 + len, body, n);
-    len += n;
-    out[0] = 0;
-    sl_put_be32(out + 1, (uint32_t)len);
-    return 5 + len;
+    return encode_varint_case(out, 0x2a, readings);
 }
 
 /* ---- Server frames ---------------------------------------------------------------------------------- */
