@@ -80,6 +80,16 @@ struct ClientConnection: Sendable {
         write(buffer)
     }
 
+    /// Writes a `CreditReturn`: the client gives back `readings` of the credit it holds (the answer to a
+    /// `CreditRecall`), after every batch written before it.
+    func returnCredit(_ readings: UInt64) {
+        var giveBack = CreditReturn()
+        giveBack.readings = readings
+        var buffer = channel.allocator.buffer(capacity: 16)
+        guard (try? FramePayload.encode(ClientFrame(.creditReturn(giveBack)), into: &buffer)) != nil else { return }
+        write(buffer)
+    }
+
     /// Starts heartbeats at the interval the server asked for.
     func startHeartbeat(interval: Duration) {
         let ms = max(Int64(interval.seconds * 1000), 100)

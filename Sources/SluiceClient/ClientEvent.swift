@@ -75,6 +75,8 @@ public struct ClientStats: Sendable, Equatable {
     public var creditWaitSeconds: Double = 0
     /// `CreditRequest`s sent (the server said it reads them and a batch needed more credit than was held).
     public var creditRequests = 0
+    /// Credit given back to the server (`CreditReturn`, answering its `CreditRecall`s), in readings.
+    public var creditReturned = 0
     /// True while waiting for credit now.
     public var waitingForCredit = false
     public var creditHeld: UInt64 = 0

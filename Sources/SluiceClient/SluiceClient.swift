@@ -292,6 +292,7 @@ public actor SluiceClient {
         hello.clientName = configuration.clientName
         hello.clientVersion = configuration.clientVersion
         hello.compressions = [.none, .zstd]
+        hello.creditReturns = true
         connection.sendHello(hello)
         let handshakeTimer = Task { [weak self, timeout = configuration.connectTimeout] in
             try? await Task.sleep(for: timeout)
@@ -343,6 +344,14 @@ public actor SluiceClient {
         case .ack(let ack): acked(ack)
         case .credit(let grant):
             credit.grant(grant.readings)
+            pump()
+        case .creditRecall(let recall):
+            // Idle credit others wait for: give back what is held now, at once (the server closes a session
+            // that does not answer). The next batch that needs credit asks for it again.
+            let given = credit.giveBack(upTo: recall.readings)
+            session?.requested = nil
+            stats.creditReturned += Int(clamping: given)
+            session?.connection.returnCredit(given)
             pump()
         case .error(let error): serverError(error)
         case .goAway(let goAway):

@@ -15,7 +15,8 @@ public struct CreditLedger: Sendable, Equatable {
     public private(set) var inFlight: Int
     /// The most this connection may have outstanding right now (before the fair-share cap). It starts small
     /// and grows by what the connection actually gets committed, slow-start style, so credit goes to
-    /// connections that use it and an idle one holds little (credit cannot be taken back once granted).
+    /// connections that use it and an idle one holds little (credit comes back only when the client answers a
+    /// recall, and an older client never does).
     public internal(set) var window: Int
     /// True once the connection has used most of its credit (its window grew): until then its credit counts
     /// against the small slice of the budget that connections not seen busy may hold together.
@@ -50,6 +51,14 @@ public struct CreditLedger: Sendable, Equatable {
     public mutating func granted(_ readings: Int) {
         precondition(readings > 0, "a grant must be positive")
         held += readings
+    }
+
+    /// The client gave back `readings` of the credit it holds (`CreditReturn`). False, changing nothing, if it
+    /// holds less: a client cannot give back what it was never granted.
+    public mutating func returned(_ readings: Int) -> Bool {
+        guard readings >= 0, readings <= held else { return false }
+        held -= readings
+        return true
     }
 
     /// The connection closed: its held credit is void. What is in flight stays in flight until it finishes.

@@ -23,8 +23,18 @@
 /// the budget is free. A connection that never asks (an older client) joins the same line by itself when it
 /// has nothing in flight and holds less than `minimumWindow`, and is served `minimumWindow`. While the line
 /// is not empty, no other credit is granted (first windows of new connections included), so what frees up
-/// reaches the line. (Credit already granted cannot be taken back: what idle connections hold is not there
-/// for the line; `unprovenShare` keeps that small.)
+/// reaches the line.
+///
+/// Recalls (idle credit never pins the budget): credit granted is the client's until it sends it, so
+/// connections that went idle holding credit could hold the budget the line waits for, for ever. While the
+/// head of the line cannot be granted, the controller recalls the credit of idle connections (nothing in
+/// flight), those holding most first: of those not in line until what is free plus what is being recalled
+/// covers the line, then of those waiting behind the head until it covers the head. Credit granted for a request is the asker's to use first: it is recalled only once it has
+/// gone unused for `reservationTimeout` (time as told by `advance(to:)`), so two askers never take turns
+/// recalling each other's grant, and one that asks and never sends cannot pin what it was granted. A client that said it answers recalls (`Hello.credit_returns`) gives back what it still
+/// holds (`CreditReturn`, `returned(_:readings:)`) and asks again when it next needs credit; the session closes
+/// one that does not answer in time. What an older client (no `credit_returns`) holds cannot be recalled;
+/// `unprovenShare` keeps that small.
 ///
 /// A batch costs `max(1, readings)` credit (`cost(ofBatchWith:)`): a batch without readings still costs one,
 /// so a client without credit can never grow the writer queue.
@@ -56,11 +66,15 @@ public struct FlowController: Sendable {
         public var queueLowWater: Int
         /// Stop granting while commit latency p99 is above this, in seconds.
         public var latencyTarget: Double
+        /// Credit granted for a request and not used for this long (nanoseconds) can be recalled like idle
+        /// credit.
+        public var reservationTimeout: UInt64
 
         public init(
             budget: Int = 1_000_000, maxWindow: Int = 262_144, initialWindow: Int = 16_384,
             minimumWindow: Int = 64, unprovenShare: Double = 0.25, grantFraction: Double = 0.25,
-            queueHighWater: Int = 600_000, queueLowWater: Int = 200_000, latencyTarget: Double = 0.5
+            queueHighWater: Int = 600_000, queueLowWater: Int = 200_000, latencyTarget: Double = 0.5,
+            reservationTimeout: UInt64 = 5_000_000_000
         ) {
             precondition(budget > 0 && maxWindow > 0, "budget and window must be positive")
             precondition(queueLowWater <= queueHighWater, "the low-water mark must not exceed the high-water mark")
@@ -73,6 +87,7 @@ public struct FlowController: Sendable {
             self.queueHighWater = queueHighWater
             self.queueLowWater = queueLowWater
             self.latencyTarget = latencyTarget
+            self.reservationTimeout = reservationTimeout
         }
 
         /// The largest credit request that can be granted: `maxWindow`, and never more than the budget.
@@ -90,6 +105,24 @@ public struct FlowController: Sendable {
             self.connection = connection
             self.readings = readings
         }
+    }
+
+    /// Credit to take back from one connection (`CreditRecall`): it gives back up to `readings`.
+    public struct Recall: Sendable, Equatable {
+        public var connection: ConnectionID
+        public var readings: Int
+        public init(connection: ConnectionID, readings: Int) {
+            self.connection = connection
+            self.readings = readings
+        }
+    }
+
+    /// What a `CreditReturn` came to.
+    public enum Return: Sendable, Equatable {
+        /// The credit is back in the budget; these grants follow from it.
+        case accepted([Grant])
+        /// The client gave back more than it holds (`RESOURCE_EXHAUSTED`, connection closed); nothing changed.
+        case violation(held: Int, returned: Int)
     }
 
     /// Why granting is withheld, or nil while credit flows.
@@ -120,6 +153,17 @@ public struct FlowController: Sendable {
     private var orphanedInFlight = 0
     /// Readings outstanding (held + in flight) of connections whose window never grew.
     private var unprovenOutstanding = 0
+    /// Connections whose clients answer `CreditRecall`.
+    private var recallable: Set<ConnectionID> = []
+    /// Recalls sent and not answered yet, by connection, and their sum.
+    private var recalling: [ConnectionID: Int] = [:]
+    private var recallingTotal = 0
+    /// Recalls decided and not yet taken by the server (`takeRecalls()`).
+    private var recallsToSend: [Recall] = []
+    /// Connections granted credit for a request that have not sent a batch since, and when (`now`).
+    private var reservedAt: [ConnectionID: UInt64] = [:]
+    /// The time last told by `advance(to:)`, in nanoseconds of a monotonic clock.
+    private var now: UInt64 = 0
     public private(set) var withholding: Withholding?
     private var queueDepth = 0
     private var latencyP99 = 0.0
@@ -163,11 +207,16 @@ public struct FlowController: Sendable {
 
     private var available: Int { configuration.budget - outstanding }
 
+    /// Readings recalled and not given back yet.
+    public var recallsPending: Int { recallingTotal }
+
     /// Opens `connection`'s ledger and returns its first window (the `Welcome`'s initial credit). It can be
     /// 0 when the budget is exhausted; the connection is then first in line for budget that frees up.
-    public mutating func open(_ connection: ConnectionID) -> Int {
+    /// `returnsCredit`: its client answers `CreditRecall` (and asks with `CreditRequest` when it needs credit).
+    public mutating func open(_ connection: ConnectionID, returnsCredit: Bool = false) -> Int {
         precondition(ledgers[connection] == nil, "connection \(connection) opened twice")
         ledgers[connection] = CreditLedger(initial: 0, window: configuration.initialWindow)
+        if returnsCredit { recallable.insert(connection) }
         // While connections wait in the request line, the budget that frees is theirs: a new one queues behind.
         let lineWaiting = requestLineWaiting()
         if lineWaiting { waiting.append(connection) }
@@ -191,7 +240,41 @@ public struct FlowController: Sendable {
         orphanedInFlight += ledger.inFlight
         waiting.remove(connection)
         demands[connection] = nil
+        recallable.remove(connection)
+        reservedAt[connection] = nil
+        settleRecall(connection)
         return merged(distribute(after: nil))
+    }
+
+    /// `connection`'s client gave back `readings` of the credit it holds (`CreditReturn`: the answer to a
+    /// recall, or unasked), in its turn after the batches it sent before. The credit is back in the budget.
+    public mutating func returned(_ connection: ConnectionID, readings: Int) -> Return {
+        guard var ledger = ledgers[connection] else { return .accepted([]) }
+        guard ledger.returned(readings) else { return .violation(held: ledger.held, returned: readings) }
+        ledgers[connection] = ledger
+        if !ledger.proven { unprovenOutstanding -= readings }
+        outstanding -= readings
+        settleRecall(connection)
+        reservedAt[connection] = nil
+        // It gave its credit up: topping it up to its share again would only be recalled again. It asks when
+        // it needs credit.
+        waiting.remove(connection)
+        if let demand = demands[connection], demand.readings <= ledger.held { demands[connection] = nil }
+        return .accepted(merged(distribute(after: nil)))
+    }
+
+    /// Time passes (the server calls this a few times a second): credit granted for a request and unused for
+    /// `reservationTimeout` becomes recallable. Returns grants this makes possible (recalls: `takeRecalls()`).
+    public mutating func advance(to now: UInt64) -> [Grant] {
+        self.now = max(self.now, now)
+        guard reservedAt.values.contains(where: { self.now &- $0 >= configuration.reservationTimeout }) else { return [] }
+        return merged(distribute(after: nil))
+    }
+
+    /// The recalls decided since the last call, to send as `CreditRecall` frames.
+    public mutating func takeRecalls() -> [Recall] {
+        defer { recallsToSend.removeAll() }
+        return recallsToSend
     }
 
     /// A batch of `readings` arrived on `connection`; it costs `cost(ofBatchWith: readings)`.
@@ -201,6 +284,7 @@ public struct FlowController: Sendable {
         }
         let action = ledger.batchReceived(readings: Self.cost(ofBatchWith: readings))
         ledgers[connection] = ledger
+        if action == .accepted { reservedAt[connection] = nil }
         return action
     }
 
@@ -292,6 +376,7 @@ public struct FlowController: Sendable {
         withholding = .draining
         waiting.removeAll()
         demands.removeAll()
+        recallsToSend.removeAll()
         requestLine.removeAll()
         requestHead = 0
     }
@@ -308,6 +393,7 @@ public struct FlowController: Sendable {
             if let connection, let ledger = ledgers[connection], deficit(ledger) > 0 {
                 waiting.append(connection)
             }
+            recallIdleCredit()
             return grants
         }
         var stillWaiting: [ConnectionID] = []
@@ -367,7 +453,10 @@ public struct FlowController: Sendable {
         ledgers[connection] = ledger
         if !ledger.proven { unprovenOutstanding += amount }
         outstanding += amount
-        if let demand = demands[connection], ledger.held >= demand.readings { demands[connection] = nil }
+        if let demand = demands[connection], ledger.held >= demand.readings {
+            demands[connection] = nil
+            reservedAt[connection] = now
+        }
         return [Grant(connection: connection, readings: amount)]
     }
 
@@ -394,6 +483,7 @@ public struct FlowController: Sendable {
             if !ledger.proven { unprovenOutstanding += need }
             outstanding += need
             demands[id] = nil
+            reservedAt[id] = now
             popHead()
             grants.append(Grant(connection: id, readings: need))
         }
@@ -431,11 +521,65 @@ public struct FlowController: Sendable {
         requestLine.append((connection, nextTicket))
     }
 
+    // MARK: - Recalls
+
+    /// The line waits for more than is free: recall the credit of idle connections whose clients answer
+    /// recalls (nothing in flight, not holding a fresh grant for a request), those holding most first (ties by
+    /// id, so the same history always recalls the same way). First from connections not in line, until what is
+    /// free plus what is being recalled covers the whole line; then, if the head still cannot be covered, from
+    /// connections waiting behind it: what each holds falls short of its own request anyway, and while they
+    /// all hold part of what they asked for, none can be served (a deadlock the simulation found).
+    private mutating func recallIdleCredit() {
+        guard !recallable.isEmpty, withholding == nil, let (head, headDemand) = lineHead(),
+            let headLedger = ledgers[head]
+        else { return }
+        var wanted = 0
+        for index in requestHead..<requestLine.count {
+            let entry = requestLine[index]
+            guard let demand = demands[entry.connection], demand.ticket == entry.ticket,
+                let ledger = ledgers[entry.connection]
+            else { continue }
+            wanted += max(0, demand.readings - ledger.held)
+        }
+        var idle: [(id: ConnectionID, held: Int, inLine: Bool)] = []
+        for id in recallable where id != head && recalling[id] == nil {
+            guard let ledger = ledgers[id], ledger.inFlight == 0, ledger.held > 0,
+                reservedAt[id].map({ now &- $0 >= configuration.reservationTimeout }) ?? true
+            else { continue }
+            idle.append((id, ledger.held, demands[id] != nil))
+        }
+        guard !idle.isEmpty else { return }
+        idle.sort { ($0.held, $1.id) > ($1.held, $0.id) }
+        var shortfall = wanted - available - recallingTotal
+        for holder in idle where !holder.inLine && shortfall > 0 {
+            recall(holder.id, holder.held)
+            shortfall -= holder.held
+        }
+        var headShortfall = headDemand.readings - headLedger.held - available - recallingTotal
+        for holder in idle where holder.inLine && headShortfall > 0 {
+            recall(holder.id, holder.held)
+            headShortfall -= holder.held
+        }
+    }
+
+    private mutating func recall(_ connection: ConnectionID, _ readings: Int) {
+        recalling[connection] = readings
+        recallingTotal += readings
+        recallsToSend.append(Recall(connection: connection, readings: readings))
+    }
+
+    /// `connection`'s recall is answered (or void: it closed).
+    private mutating func settleRecall(_ connection: ConnectionID) {
+        if let pending = recalling.removeValue(forKey: connection) { recallingTotal -= pending }
+    }
+
     /// A connection with nothing in flight and less than `minimumWindow` held has no commit to wait for:
     /// unless it asked for something already, it joins the request line for `minimumWindow` (a client that
     /// never sends `CreditRequest` is served too).
     private mutating func queueIfStarved(_ connection: ConnectionID) {
-        guard withholding != .draining, demands[connection] == nil, let ledger = ledgers[connection],
+        // A client that answers recalls asks for credit itself when it needs it (it may have given it all back).
+        guard withholding != .draining, demands[connection] == nil, !recallable.contains(connection),
+            let ledger = ledgers[connection],
             ledger.inFlight == 0, ledger.held < configuration.minimumWindow
         else { return }
         enqueue(connection, readings: configuration.minimumWindow)

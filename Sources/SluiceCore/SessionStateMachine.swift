@@ -55,6 +55,8 @@ public struct SessionStateMachine: Sendable {
         case hello
         /// A `CreditRequest`: the client needs to hold this much credit in all to send its next batch.
         case creditRequest(readings: UInt64)
+        /// A `CreditReturn`: the client gave back this much of the credit it held.
+        case creditReturn(readings: UInt64)
     }
 
     /// What the commit of a batch came to (mirrors the writer pool's outcome without depending on it).
@@ -89,6 +91,9 @@ public struct SessionStateMachine: Sendable {
         /// The client asked to hold `readings` credit in all (`CreditRequest`), in arrival order: every batch it
         /// sent before the request has been charged already. The handler checks the bound and passes it on.
         case requestCredit(readings: UInt64)
+        /// The client gave back `readings` credit (`CreditReturn`), in arrival order: every batch it sent before
+        /// has been charged already. The handler returns it to the flow controller.
+        case returnCredit(readings: UInt64)
     }
 
     public private(set) var state: State = .awaitingPreface
@@ -104,6 +109,8 @@ public struct SessionStateMachine: Sendable {
     public private(set) var lastSeq: UInt64 = 0
     /// Batches submitted to the writer and not yet committed.
     public private(set) var awaitingCommit = 0
+    /// When the oldest unanswered `CreditRecall` went out (nil: none is).
+    private var recallSentAt: UInt64?
 
     public init(now: UInt64, timeouts: Timeouts = Timeouts()) {
         self.timeouts = timeouts
@@ -229,6 +236,31 @@ public struct SessionStateMachine: Sendable {
         }
     }
 
+    /// The server is about to send a `CreditRecall`: true if it may (only an open session is asked), and the
+    /// client must answer within the recall timeout (3 heartbeat intervals) or the connection closes.
+    public mutating func recallSent(now: UInt64) -> Bool {
+        guard state == .streaming else { return false }
+        if recallSentAt == nil { recallSentAt = now }
+        return true
+    }
+
+    /// An uncompressed `CreditReturn` arrived (decoded on the loop). Like a request it takes its turn behind
+    /// the batch frames still in the pipeline, so the batches sent before it are charged first; the recall
+    /// counts as answered now.
+    public mutating func creditReturnReceived(readings: UInt64) -> [Action] {
+        switch state {
+        case .streaming, .draining:
+            recallSentAt = nil
+            return decoded(ticket: resequencer.take(), .creditReturn(readings: readings))
+        case .awaitingHello:
+            return [fail(WireError(.failedPrecondition, "CreditReturn before the session is open: send Hello and wait for Welcome"))]
+        case .awaitingPreface:
+            preconditionFailure("frames are only decoded after the preface")
+        case .closed:
+            return []
+        }
+    }
+
     public mutating func pingReceived(nonce: UInt64) -> Action? {
         state == .closed ? nil : .sendPong(nonce: nonce)
     }
@@ -270,6 +302,9 @@ public struct SessionStateMachine: Sendable {
         case .creditRequest(let readings):
             // While draining no credit is granted: the client only waits for its acks.
             return state == .streaming ? .requestCredit(readings: readings) : nil
+        case .creditReturn(let readings):
+            recallSentAt = nil
+            return .returnCredit(readings: readings)
         case .hello:
             return fail(WireError(.failedPrecondition, "Hello sent twice: a session sends Hello once, first"))
         }
@@ -374,6 +409,12 @@ public struct SessionStateMachine: Sendable {
                     WireError(
                         .unavailable,
                         "no frame for 3 heartbeat intervals (\(seconds(3 * timeouts.heartbeatInterval))): peer considered dead; answer Ping with Pong"))
+            }
+            if let sent = recallSentAt, state == .streaming, now &- sent > 3 * timeouts.heartbeatInterval {
+                return fail(
+                    WireError(
+                        .failedPrecondition,
+                        "CreditRecall not answered within 3 heartbeat intervals (\(seconds(3 * timeouts.heartbeatInterval))): answer every CreditRecall with CreditReturn, or do not set Hello.credit_returns"))
             }
             if now &- lastPingAt >= timeouts.heartbeatInterval {
                 lastPingAt = now

@@ -15,6 +15,10 @@ struct SessionHandle: Sendable {
         eventLoop.execute { handler.value.creditGranted(readings) }
     }
 
+    func recall(_ readings: Int) {
+        eventLoop.execute { handler.value.creditRecalled(readings) }
+    }
+
     func shutdown() {
         eventLoop.execute { handler.value.shutdownRequested() }
     }
@@ -41,6 +45,15 @@ struct SessionHandle: Sendable {
     }
 }
 
+/// Credit frames to send once the lock is released.
+private struct CreditMessages {
+    var grants: [FlowController.Grant]
+    var grantHandles: [SessionHandle?]
+    var recalls: [FlowController.Recall]
+    var recallHandles: [SessionHandle?]
+    static let none = CreditMessages(grants: [], grantHandles: [], recalls: [], recallHandles: [])
+}
+
 /// State every session shares: the flow controller, which connections are open, which session speaks for
 /// which producer, the token table. One lock guards it all; every critical section is a few dictionary
 /// operations, and actions (sending credit, replacing a session) happen after the lock is released.
@@ -61,6 +74,15 @@ final class IngestCoordinator: Sendable {
         /// Refusals at accept since the last warning about them (a flood must not flood the log too).
         var refusedSinceWarning = 0
         var lastRefusalWarning: ContinuousClock.Instant?
+
+        /// The flow controller's decisions with the sessions to tell, looked up under the lock.
+        mutating func take(_ grants: [FlowController.Grant]) -> CreditMessages {
+            let recalls = flow.takeRecalls()
+            guard !grants.isEmpty || !recalls.isEmpty else { return .none }
+            return CreditMessages(
+                grants: grants, grantHandles: grants.map { connections[$0.connection] },
+                recalls: recalls, recallHandles: recalls.map { connections[$0.connection] })
+        }
 
         mutating func authenticated(_ id: UInt64) {
             guard let address = unauthenticated.removeValue(forKey: id) else { return }
@@ -142,27 +164,28 @@ final class IngestCoordinator: Sendable {
 
     /// A connection closed: its held credit returns to the budget, its producer slot frees up.
     func connectionClosed(_ id: UInt64, producer: ProducerID?) {
-        let (grants, known) = state.withLockedValue { s -> ([FlowController.Grant], Bool) in
-            guard s.connections.removeValue(forKey: id) != nil else { return ([], false) }
+        let (credit, known) = state.withLockedValue { s -> (CreditMessages, Bool) in
+            guard s.connections.removeValue(forKey: id) != nil else { return (.none, false) }
             s.authenticated(id)
             s.sessionTokens[id] = nil
             if let producer, s.producers[producer] == id { s.producers[producer] = nil }
-            guard s.opened.remove(id) != nil else { return ([], true) }
-            return (s.flow.close(id), true)
+            guard s.opened.remove(id) != nil else { return (.none, true) }
+            return (s.take(s.flow.close(id)), true)
         }
         if known { metrics.connectionClosed() }
-        send(grants)
+        send(credit)
     }
 
     /// Opens the session of connection `id` for `producer`, taking the producer over from any older session.
-    /// Returns the first credit window, or nil if the server started draining meanwhile.
-    func openSession(_ id: UInt64, producer: ProducerID) -> Int? {
+    /// Returns the first credit window, or nil if the server started draining meanwhile. `returnsCredit`: the
+    /// client answers `CreditRecall` (`Hello.credit_returns`).
+    func openSession(_ id: UInt64, producer: ProducerID, returnsCredit: Bool = false) -> Int? {
         let opened = state.withLockedValue { s -> (Int, SessionHandle?)? in
             guard !s.draining, s.connections[id] != nil else { return nil }
             let previous = s.producers[producer].flatMap { $0 == id ? nil : s.connections[$0] }
             s.producers[producer] = id
             s.opened.insert(id)
-            return (s.flow.open(id), previous)
+            return (s.flow.open(id, returnsCredit: returnsCredit), previous)
         }
         guard let (credit, previous) = opened else { return nil }
         if let previous {
@@ -182,17 +205,31 @@ final class IngestCoordinator: Sendable {
 
     /// A batch of `id` left the pipeline (committed, duplicate, failed, or rejected whole).
     func batchFinished(_ id: UInt64, readings: Int) {
-        let grants = state.withLockedValue { $0.flow.finished(id, readings: readings) }
-        send(grants)
+        send(state.withLockedValue { s in s.take(s.flow.finished(id, readings: readings)) })
     }
 
     /// `id`'s client needs to hold `readings` credit in all for its next batch (`CreditRequest`).
     func requestCredit(_ id: UInt64, readings: Int) {
-        let grants = state.withLockedValue { s -> [FlowController.Grant] in
-            guard s.opened.contains(id) else { return [] }
-            return s.flow.request(id, readings: readings)
+        send(
+            state.withLockedValue { s in
+                guard s.opened.contains(id) else { return .none }
+                return s.take(s.flow.request(id, readings: readings))
+            })
+    }
+
+    /// `id`'s client gave back `readings` of its credit (`CreditReturn`). Returns the credit it held instead
+    /// when it gave back more than that (the session closes with `RESOURCE_EXHAUSTED`).
+    func creditReturned(_ id: UInt64, readings: Int) -> Int? {
+        let (credit, violation) = state.withLockedValue { s -> (CreditMessages, Int?) in
+            guard s.opened.contains(id) else { return (.none, nil) }
+            switch s.flow.returned(id, readings: readings) {
+            case .accepted(let grants): return (s.take(grants), nil)
+            case .violation(let held, _): return (.none, held)
+            }
         }
-        send(grants)
+        if violation == nil, readings > 0 { metrics.returned(readings) }
+        send(credit)
+        return violation
     }
 
     /// Feeds the writer pool's signals to the flow controller (called a few times a second).
@@ -200,7 +237,8 @@ final class IngestCoordinator: Sendable {
         let (grants, held, inFlight, withheld, waiting) = state.withLockedValue { s in
             // A stalled writer commits nothing however short the queue: withhold credit as for a slow commit.
             let latency = stats.stall == nil ? stats.commitLatencyP99Seconds : .infinity
-            let grants = s.flow.observe(queueDepth: stats.queuedReadings, commitLatencyP99: latency)
+            let observed = s.flow.observe(queueDepth: stats.queuedReadings, commitLatencyP99: latency)
+            let grants = s.take(observed + s.flow.advance(to: NIODeadline.now().uptimeNanoseconds))
             return (grants, s.flow.creditHeld, s.flow.outstanding, s.flow.withholding != nil, s.flow.waitingConnections)
         }
         metrics.observe(stats: stats, creditHeld: held, inFlight: inFlight, withheld: withheld, waiting: waiting)
@@ -217,12 +255,16 @@ final class IngestCoordinator: Sendable {
 
     var creditHeld: Int { state.withLockedValue { $0.flow.creditHeld } }
 
-    private func send(_ grants: [FlowController.Grant]) {
-        guard !grants.isEmpty else { return }
-        let handles = state.withLockedValue { s in grants.map { s.connections[$0.connection] } }
-        for (grant, handle) in zip(grants, handles) {
+    /// Sends what the flow controller decided: grants, then recalls.
+    private func send(_ credit: CreditMessages) {
+        guard !credit.grants.isEmpty || !credit.recalls.isEmpty else { return }
+        for (grant, handle) in zip(credit.grants, credit.grantHandles) {
             metrics.granted(grant.readings)
             handle?.grant(grant.readings)
+        }
+        for (recall, handle) in zip(credit.recalls, credit.recallHandles) {
+            metrics.recalled(recall.readings)
+            handle?.recall(recall.readings)
         }
     }
 

@@ -17,6 +17,7 @@ enum PipelineResult: Sendable {
     case pong
     case hello
     case creditRequest(readings: UInt64)
+    case creditReturn(readings: UInt64)
 
     /// The state machine's view of it (the payload stays with the handler).
     var decoded: SessionStateMachine.Decoded {
@@ -28,6 +29,7 @@ enum PipelineResult: Sendable {
         case .pong: .pong
         case .hello: .hello
         case .creditRequest(let readings): .creditRequest(readings: readings)
+        case .creditReturn(let readings): .creditReturn(readings: readings)
         }
     }
 }
@@ -150,6 +152,7 @@ final class IngestPipeline: Sendable {
             case .ping(let p): return .ping(nonce: p.nonce)
             case .pong: return .pong
             case .creditRequest(let r): return .creditRequest(readings: r.readings)
+            case .creditReturn(let r): return .creditReturn(readings: r.readings)
             case .hello: return .hello
             case nil: return .broken(WireError(.protocolError, "ClientFrame has no message set"))
             }

@@ -32,6 +32,8 @@ final class ServerMetrics: Sendable {
     private let readingsAccepted: Counter
     private let readingsRejected: Counter
     private let creditGranted: Counter
+    private let creditRecalled: Counter
+    private let creditReturned: Counter
     private let creditHeld: Gauge
     private let readingsInFlight: Gauge
     private let queueDepth: Gauge
@@ -58,6 +60,10 @@ final class ServerMetrics: Sendable {
         readingsAccepted = registry.makeCounter(descriptor: describe("sluice_readings_total", "Readings by outcome"), labels: [("outcome", "accepted")])
         readingsRejected = registry.makeCounter(descriptor: describe("sluice_readings_total", "Readings by outcome"), labels: [("outcome", "rejected")])
         creditGranted = registry.makeCounter(descriptor: describe("sluice_credit_granted_readings_total", "Credit granted to clients, in readings"))
+        creditRecalled = registry.makeCounter(
+            descriptor: describe("sluice_credit_recalled_readings_total", "Idle credit recalled from clients for connections waiting in the request line, in readings"))
+        creditReturned = registry.makeCounter(
+            descriptor: describe("sluice_credit_returned_readings_total", "Credit clients gave back (CreditReturn), in readings"))
         creditHeld = registry.makeGauge(descriptor: describe("sluice_credit_held_readings", "Credit clients hold now"))
         readingsInFlight = registry.makeGauge(descriptor: describe("sluice_readings_in_flight", "Credit held plus readings received and not yet committed"))
         queueDepth = registry.makeGauge(descriptor: describe("sluice_queue_depth_readings", "Readings queued for the writers"))
@@ -130,6 +136,14 @@ final class ServerMetrics: Sendable {
 
     func granted(_ readings: Int) {
         creditGranted.increment(by: Int64(readings))
+    }
+
+    func recalled(_ readings: Int) {
+        creditRecalled.increment(by: Int64(readings))
+    }
+
+    func returned(_ readings: Int) {
+        creditReturned.increment(by: Int64(readings))
     }
 
     /// Called by the coordinator's periodic look at the pool and the flow controller.

@@ -87,6 +87,8 @@ final class SessionHandler: ChannelInboundHandler {
     private var pendingByTicket: [UInt64: Int] = [:]
     private var committedSeq: UInt64 = 0
     private var initialCredit = 0
+    /// The client answers `CreditRecall` (`Hello.credit_returns`).
+    private var returnsCredit = false
 
     /// Validated batches waiting for their turn, by ticket.
     private var prepared: [UInt64: PreparedBatch] = [:]
@@ -213,6 +215,7 @@ final class SessionHandler: ChannelInboundHandler {
         case .batch(let batch): dispatch(.decoded(batch))
         case .ping(let ping): perform(machine.pingReceived(nonce: ping.nonce))
         case .creditRequest(let request): performAll(machine.creditRequestReceived(readings: request.readings))
+        case .creditReturn(let giveBack): performAll(machine.creditReturnReceived(readings: giveBack.readings))
         case .pong, nil: break
         }
     }
@@ -326,6 +329,14 @@ final class SessionHandler: ChannelInboundHandler {
         send(ServerFrame(.credit(credit)))
     }
 
+    /// The flow controller needs credit this client holds and does not use: ask for it back (`CreditRecall`).
+    func creditRecalled(_ readings: Int) {
+        guard !closing, machine.recallSent(now: NIODeadline.now().uptimeNanoseconds) else { return }
+        var recall = CreditRecall()
+        recall.readings = UInt64(readings)
+        send(ServerFrame(.creditRecall(recall)))
+    }
+
     func forceClose() {
         guard let context else { return }
         logger.warning("drain timed out: closing the connection with batches unacknowledged", metadata: ["outstanding": "\(machine.outstanding)"])
@@ -361,7 +372,8 @@ final class SessionHandler: ChannelInboundHandler {
                         WireError(.unauthenticated, "token \(tokenID ?? "-") was revoked while this Hello was checked: ask the operator for a valid token")))
                 return
             }
-            guard let credit = server.coordinator.openSession(connectionID, producer: producer) else {
+            guard let credit = server.coordinator.openSession(connectionID, producer: producer, returnsCredit: returnsCredit)
+            else {
                 perform(machine.helloRejected(WireError(.unavailable, "server is shutting down: reconnect in a moment")))
                 return
             }
@@ -441,6 +453,8 @@ final class SessionHandler: ChannelInboundHandler {
             closeAfterWrites()
         case .requestCredit(let readings):
             requestCredit(readings)
+        case .returnCredit(let readings):
+            returnCredit(readings)
         }
     }
 
@@ -459,6 +473,17 @@ final class SessionHandler: ChannelInboundHandler {
         server.coordinator.requestCredit(connectionID, readings: Int(readings))
     }
 
+    /// A `CreditReturn`, in its turn: giving back more than the session holds is a client bug
+    /// (`RESOURCE_EXHAUSTED`, connection closed), like sending more than it holds.
+    private func returnCredit(_ readings: UInt64) {
+        guard let held = server.coordinator.creditReturned(connectionID, readings: Int(clamping: readings)) else { return }
+        perform(
+            machine.wireError(
+                WireError(
+                    .resourceExhausted,
+                    "CreditReturn gives back \(readings) readings but only \(held) credit is held: return at most what Welcome and Credit granted and batches did not use")))
+    }
+
     private func authenticate(_ hello: Hello) {
         switch server.coordinator.authorize(token: hello.token, peerIsLoopback: isLoopbackPeer) {
         case .denied(let error):
@@ -468,6 +493,7 @@ final class SessionHandler: ChannelInboundHandler {
                 preconditionFailure("the state machine checked that producer_id is 16 bytes")
             }
             self.producer = producer
+            returnsCredit = hello.creditReturns
             self.devicePrefix = prefix
             self.tokenID = tokenID
             logger[metadataKey: "producer"] = "\(producer)"

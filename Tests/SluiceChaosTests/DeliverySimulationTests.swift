@@ -5,7 +5,10 @@ import Testing
 /// A seeded, deterministic simulation of the whole delivery path (DESIGN §2), checked after every step:
 ///
 /// - clients that keep every unacked batch, resend them in seq order after a reconnect, drop those at or below
-///   `Welcome.committed_seq`, and send only within the credit they hold;
+///   `Welcome.committed_seq`, and send only within the credit they hold; current ones (`credit_returns`) ask
+///   for the credit a batch needs (`CreditRequest`, batches up to the largest request) and give back what they
+///   hold when the server recalls it, also once they are done and sit idle; older ones do neither (batches
+///   that fit `minimumWindow`) and close their connection when done;
 /// - sessions: connect, replace (a producer's new session closes its old one, which the client may not have
 ///   noticed: a half-open connection), disconnect; frames to the client are delivered in order and lost when
 ///   the connection goes;
@@ -50,6 +53,7 @@ import Testing
             #expect(total.refusedRows > 0 && total.stalls > 0 && total.lostCommitReplies > 0 && total.lostReplyCommitted > 0)
             #expect(total.replaces > 0 && total.disconnects > 0 && total.duplicates > 0 && total.settledByWelcome > 0)
             #expect(total.withheld > 0 && total.lostAcks > 0 && total.outOfOrderFinishes > 0)
+            #expect(total.requests > 0 && total.recalls > 0 && total.returnedReadings > 0)
         }
     }
 
@@ -73,15 +77,16 @@ import Testing
 struct SimStats: CustomStringConvertible {
     var steps = 0, commits = 0, refusedRows = 0, stalls = 0, lostCommitReplies = 0, lostReplyCommitted = 0
     var replaces = 0, disconnects = 0, duplicates = 0, settledByWelcome = 0, withheld = 0, lostAcks = 0
-    var outOfOrderFinishes = 0, acks = 0
+    var outOfOrderFinishes = 0, acks = 0, requests = 0, recalls = 0, returnedReadings = 0
     mutating func add(_ o: SimStats) {
+        requests += o.requests; recalls += o.recalls; returnedReadings += o.returnedReadings
         steps += o.steps; commits += o.commits; refusedRows += o.refusedRows; stalls += o.stalls
         lostCommitReplies += o.lostCommitReplies; lostReplyCommitted += o.lostReplyCommitted; replaces += o.replaces
         disconnects += o.disconnects; duplicates += o.duplicates; settledByWelcome += o.settledByWelcome
         withheld += o.withheld; lostAcks += o.lostAcks; outOfOrderFinishes += o.outOfOrderFinishes; acks += o.acks
     }
     var description: String {
-        "\(commits) commits, \(acks) acks, \(refusedRows) rows refused, \(stalls) stalls, \(lostCommitReplies) lost COMMIT replies (\(lostReplyCommitted) committed), \(replaces) replaced sessions, \(disconnects) disconnects, \(duplicates) duplicates, \(settledByWelcome) settled by committed_seq, \(lostAcks) acks lost, \(withheld) withholdings, \(outOfOrderFinishes) out-of-order finishes"
+        "\(commits) commits, \(acks) acks, \(refusedRows) rows refused, \(stalls) stalls, \(lostCommitReplies) lost COMMIT replies (\(lostReplyCommitted) committed), \(replaces) replaced sessions, \(disconnects) disconnects, \(duplicates) duplicates, \(settledByWelcome) settled by committed_seq, \(lostAcks) acks lost, \(withheld) withholdings, \(outOfOrderFinishes) out-of-order finishes, \(requests) credit requests, \(recalls) recalls (\(returnedReadings) readings given back)"
     }
 }
 
@@ -99,13 +104,18 @@ struct DeliverySimulation {
     enum Frame {
         case welcome(credit: Int, committed: UInt64)
         case credit(Int)
+        case recall(Int)
         case ack(seq: UInt64, accepted: Int, rejected: Int, duplicate: Bool)
     }
 
     struct Client {
         var producer: Int
         var total: Int
+        /// Speaks `CreditRequest` and answers `CreditRecall` (`Hello.credit_returns`).
+        var modern: Bool
         var generated = 0
+        /// The credit asked for on this connection and not granted yet.
+        var requested: Int?
         var unacked: [SimBatch] = []
         var connection: UInt64?
         var welcomed = false
@@ -136,7 +146,10 @@ struct DeliverySimulation {
     let writerMode: WriterMode
     var flow: FlowController
     let budget: Int
+    /// The largest batch of an older client (it fits `minimumWindow`, which such a client is always served)
+    /// and of a current one (it asks for what it needs).
     let maxBatch: Int
+    let maxModernBatch: Int
     var clients: [Client]
     var connections: [UInt64: ServerConnection] = [:]
     var live: [Int: UInt64] = [:]
@@ -165,13 +178,14 @@ struct DeliverySimulation {
                 budget: budget, maxWindow: max(64, budget / Int.random(in: 1...3, using: &rng)),
                 initialWindow: Int.random(in: 64...512, using: &rng), minimumWindow: 64,
                 queueHighWater: budget / 2, queueLowWater: budget / 4))
-        // Batches fit the smallest window a connection is always granted (minimumWindow): the storm, batches
-        // bigger than the first window, is the end-to-end storm test's, where the client's CreditRequest
-        // reaches the server.
         maxBatch = 64
-        let producers = Int.random(in: 1...4, using: &rng)
+        maxModernBatch = min(flow.maxRequest, 4 * maxBatch)
+        let producers = Int.random(in: 1...5, using: &rng)
         var list: [Client] = []
-        for p in 0..<producers { list.append(Client(producer: p, total: Int.random(in: 3...14, using: &rng))) }
+        for p in 0..<producers {
+            list.append(
+                Client(producer: p, total: Int.random(in: 3...14, using: &rng), modern: Int.random(in: 0..<3, using: &rng) > 0))
+        }
         clients = list
         queues = Array(repeating: [], count: producers)
         committed = Array(repeating: 0, count: producers)
@@ -243,16 +257,20 @@ struct DeliverySimulation {
     /// Everything works: connect whoever is not connected, deliver, decode, commit, send.
     mutating func quietStep() {
         stats.steps += 1
-        // A producer with nothing left to send closes its connection, as `sluice send` does at the end of its
-        // input. One that stayed connected would keep the credit it holds: granted credit cannot be taken back,
-        // so idle connections can pin the budget a waiting request needs (seed 2841 found it: three finished
-        // producers held all 311 of the budget). Until the protocol can reclaim credit, that is a known limit
-        // (FlowController's notes), not something this walk may hide by counting it as progress.
-        for i in clients.indices where clients[i].done {
+        // An older client with nothing left to send closes its connection, as `sluice send` does at the end of
+        // its input: the credit it holds cannot be recalled, so staying connected it could pin the budget a
+        // waiting request needs (seed 2841 found three such producers holding all 311 of it). A current one
+        // stays connected and idle: what it holds comes back when recalled.
+        for i in clients.indices where clients[i].done && !clients[i].modern {
             if let id = clients[i].connection {
                 clients[i].connection = nil
                 closeServerSide(id)
             }
+        }
+        // The server notices a half-open connection within 3 heartbeat intervals and closes it.
+        for id in connections.keys.sorted() where connections[id]!.open {
+            let p = connections[id]!.producer
+            if clients[p].connection != id { closeServerSide(id) }
         }
         for i in clients.indices where !clients[i].done && clients[i].connection == nil { connect(clientIndex: i) }
         for _ in 0..<4 { deliver() }
@@ -271,6 +289,18 @@ struct DeliverySimulation {
                 continue
             }
             connections[g.connection]!.outbox.append(.credit(g.readings))
+        }
+        for r in flow.takeRecalls() {
+            guard connections[r.connection]?.open == true else {
+                fail("credit recalled from closed connection \(r.connection)")
+                continue
+            }
+            guard clients[connections[r.connection]!.producer].modern else {
+                fail("credit recalled from a client that does not answer recalls")
+                continue
+            }
+            stats.recalls += 1
+            connections[r.connection]!.outbox.append(.recall(r.readings))
         }
     }
 
@@ -297,11 +327,12 @@ struct DeliverySimulation {
         nextConnection += 1
         connections[id] = ServerConnection(producer: p)
         live[p] = id
-        let credit = flow.open(id)
+        let credit = flow.open(id, returnsCredit: clients[i].modern)
         connections[id]!.outbox.append(.welcome(credit: credit, committed: committed[p]))
         clients[i].connection = id
         clients[i].welcomed = false
         clients[i].held = 0
+        clients[i].requested = nil
         clients[i].sent = []
     }
 
@@ -321,7 +352,7 @@ struct DeliverySimulation {
         var c = clients[i]
         if c.unacked.count < 4 && c.generated < c.total {
             c.generated += 1
-            let count = Int.random(in: 1...maxBatch, using: &rng)
+            let count = Int.random(in: 1...(c.modern ? maxModernBatch : maxBatch), using: &rng)
             var refusable = Set<Int>()
             if Int.random(in: 0..<3, using: &rng) == 0 {
                 for _ in 0..<Int.random(in: 1...3, using: &rng) { refusable.insert(Int.random(in: 0..<count, using: &rng)) }
@@ -330,9 +361,17 @@ struct DeliverySimulation {
             c.unacked.append(SimBatch(producer: c.producer, seq: UInt64(c.generated), count: count, refusable: refusable))
         }
         clients[i] = c
-        guard let id = c.connection, c.welcomed, let next = c.unacked.first(where: { !c.sent.contains($0.seq) }),
-            c.held >= next.count
-        else { return }
+        guard let id = c.connection, c.welcomed, let next = c.unacked.first(where: { !c.sent.contains($0.seq) }) else { return }
+        if c.held < next.count {
+            // A current client says what its next batch needs, once per need.
+            guard c.modern, c.requested != next.count, connections[id]!.open else { return }
+            event = "producer \(c.producer) asks for \(next.count) on \(id)"
+            stats.requests += 1
+            clients[i].requested = next.count
+            grant(flow.request(id, readings: next.count))
+            return
+        }
+        clients[i].requested = nil
         event = "producer \(c.producer) sends seq \(next.seq) (\(next.count)) on \(id)"
         clients[i].held -= next.count
         clients[i].sent.insert(next.seq)
@@ -368,6 +407,19 @@ struct DeliverySimulation {
         case .credit(let n):
             event = "producer \(p) credit \(n)"
             clients[i].held += n
+        case .recall(let n):
+            // Give back what is held now, at most what was recalled; ask again for the next batch.
+            let given = min(n, clients[i].held)
+            event = "producer \(p) recalled \(n), gives back \(given)"
+            clients[i].held -= given
+            clients[i].requested = nil
+            stats.returnedReadings += given
+            switch flow.returned(id, readings: given) {
+            case .violation(let held, let returned):
+                fail("a client gave back \(returned) of the \(clients[i].held + given) it held and its ledger says \(held)")
+            case .accepted(let grants):
+                grant(grants)
+            }
         case .ack(let seq, let accepted, let rejected, let duplicate):
             event = "producer \(p) ack seq \(seq)\(duplicate ? " (duplicate)" : "")"
             stats.acks += 1
@@ -498,7 +550,7 @@ struct DeliverySimulation {
                 switch frame {
                 case .welcome(let credit, _): onTheWay += credit
                 case .credit(let n): onTheWay += n
-                case .ack: break
+                case .ack, .recall: break
                 }
             }
             if c.held + onTheWay != ledger.held {

@@ -338,7 +338,7 @@ struct ChaosWorld {
                 if closing { close(id) }
             case .close:
                 close(id)
-            case .dispatch, .authenticate, .sendWelcome, .sendPong, .sendPing, .requestCredit:
+            case .dispatch, .authenticate, .sendWelcome, .sendPong, .sendPing, .requestCredit, .returnCredit:
                 break
             }
         }

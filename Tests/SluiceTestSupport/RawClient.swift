@@ -69,9 +69,13 @@ public final class RawClient: Sendable {
 
     /// Preface + Hello; returns the Welcome (or throws with whatever the server sent instead).
     @discardableResult
-    public func handshake(producer: [UInt8], token: String = "", version: UInt32 = 1) async throws -> Welcome {
+    public func handshake(
+        producer: [UInt8], token: String = "", version: UInt32 = 1, creditReturns: Bool = false
+    ) async throws -> Welcome {
         try await sendPreface()
-        try await send(ClientFrame(.hello(Self.hello(producer: producer, token: token, version: version))))
+        var hello = Self.hello(producer: producer, token: token, version: version)
+        hello.creditReturns = creditReturns
+        try await send(ClientFrame(.hello(hello)))
         let frame = try await next()
         guard case .welcome(let welcome)? = frame?.kind else {
             throw TestSetupError("expected Welcome, got \(frame.map { "\($0)" } ?? "connection closed")")

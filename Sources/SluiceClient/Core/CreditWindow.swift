@@ -1,6 +1,6 @@
 /// The readings this client may still send on the current session (DESIGN §2, Credit).
 ///
-/// `Welcome` opens the window, each `Credit` frame widens it, each batch sent narrows it by its readings.
+/// `Welcome` opens the window, each `Credit` frame widens it, each batch sent and each `CreditReturn` narrows it.
 /// Sending more than is held is a protocol violation the server answers by closing, so `consume` traps on it:
 /// the planner must have checked `allows` first.
 public struct CreditWindow: Sendable, Equatable {
@@ -12,6 +12,14 @@ public struct CreditWindow: Sendable, Equatable {
     public mutating func reset(initial: UInt64) { held = initial }
 
     public mutating func grant(_ readings: UInt64) { held = held.addingReportingOverflow(readings).overflow ? .max : held + readings }
+
+    /// The server recalled up to `readings` (`CreditRecall`): gives back what is held, at most that much, and
+    /// returns it (the `CreditReturn` to send, possibly 0).
+    public mutating func giveBack(upTo readings: UInt64) -> UInt64 {
+        let given = min(readings, held)
+        held -= given
+        return given
+    }
 
     public func allows(_ readings: Int) -> Bool { UInt64(readings) <= held }
 

@@ -9,6 +9,8 @@
  *   - sends only as many readings as the server granted credit for, splitting batches to fit; when its
  *     next batch needs more credit than it holds (a batch resent after a reconnect, or none held at all) and
  *     the server says it reads them (Welcome.credit_requests), it asks for it once with a CreditRequest;
+ *     when the server recalls credit it holds and does not use (CreditRecall), it gives it back at once
+ *     (CreditReturn, ahead of any later batch) and asks again with a CreditRequest when it next needs it;
  *   - keeps every batch until it is acknowledged, reconnects with capped exponential backoff, and resends
  *     unacknowledged batches in sequence order, so each reading lands in the table exactly once;
  *   - keeps its sequence number across reboots when given seq hooks (sluice_config_seq_file() for a file),
@@ -361,6 +363,7 @@ typedef struct sluice_stats {
     uint64_t batches_unacked;
     uint64_t credit;            /* readings the server currently allows                               */
     uint64_t credit_stalls;     /* times sending stopped because credit ran out                       */
+    uint64_t credit_returned;   /* credit given back to the server when it recalled it (CreditReturn) */
     uint64_t batches_acked;     /* including duplicates                                               */
     uint64_t batches_duplicate;
     uint64_t batches_dropped;   /* rejected whole by the server                                       */

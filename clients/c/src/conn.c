@@ -109,6 +109,8 @@ void sl_reset_tx_for_session(sluice_client *c) {
     c->tx_batch = NULL;
     c->tx_off = 0;
     c->ctrl_len = c->ctrl_off = 0;
+    c->return_pending = 0; /* the credit it gave back is the old session's */
+    c->return_readings = 0;
     c->pong_pending = 0;
     c->ping_due = 0;
     c->rx_len = 0;
@@ -238,7 +240,8 @@ static size_t batch_bytes_limit(const sluice_client *c) {
 }
 
 /* Out of credit for the next batch, which needs `need` readings: with a server that reads CreditRequest,
-   queues one (in the control frame slot, free at a frame boundary) unless this need was asked for already.
+   queues one (in the control frame slot, free at a frame boundary) unless this need was asked for already
+   (credit_requested; a CreditRecall that takes credit back clears it, so a need is asked for again).
    Returns 1 when a request was queued (write it), 0 otherwise. */
 static int ask_for_credit(sluice_client *c, uint64_t need) {
     if (!c->srv_credit_requests || need <= c->credit || need == c->credit_requested) return 0;
@@ -279,7 +282,14 @@ static int flush_tx(sluice_client *c) {
             }
             continue;
         }
-        /* At a frame boundary. */
+        /* At a frame boundary. A CreditReturn first: no batch may start ahead of it. */
+        if (c->return_pending) {
+            c->ctrl_len = sl_encode_credit_return(c->ctrl, c->return_readings);
+            c->ctrl_off = 0;
+            c->return_pending = 0;
+            c->return_readings = 0;
+            continue;
+        }
         if (c->pong_pending) {
             c->ctrl_len = sl_encode_ping_pong(c->ctrl, 1, c->pong_nonce);
             c->ctrl_off = 0;
@@ -521,7 +531,7 @@ static int wants_write(const sluice_client *c) {
     if (c->fd < 0) return 0;
     if (c->connect_pending || c->hello_off < c->hello_len) return 1;
     if (c->state == SLUICE_STATE_CONNECTING) return 0;
-    if (c->ctrl_off < c->ctrl_len || c->pong_pending || c->ping_due || c->tx_off > 0) return 1;
+    if (c->ctrl_off < c->ctrl_len || c->return_pending || c->pong_pending || c->ping_due || c->tx_off > 0) return 1;
     if (c->state != SLUICE_STATE_READY) return 0;
     if (c->tx_batch != NULL) {
         uint64_t need = c->tx_batch->readings;

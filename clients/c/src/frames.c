@@ -1,4 +1,5 @@
-/* Frames the client writes (Hello, Ping, Pong) and what it does with each frame the server sends. */
+/* Frames the client writes (Hello, Ping, Pong, CreditRequest, CreditReturn) and what it does with each frame
+   the server sends. */
 #include <string.h>
 
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createDCtx_advanced: zstd allocates through our hooks */
@@ -28,6 +29,7 @@ int sl_encode_hello(sluice_client *c) {
     hello.client_version = (char *)SLUICE_VERSION_STRING;
     hello.n_compressions = 2;
     hello.compressions = comps;
+    hello.credit_returns = 1; /* it answers CreditRecall (on_credit_recall) */
     Sluice__V1__ClientFrame frame = SLUICE__V1__CLIENT_FRAME__INIT;
     frame.kind_case = SLUICE__V1__CLIENT_FRAME__KIND_HELLO;
     frame.hello = &hello;
@@ -72,6 +74,11 @@ size_t sl_encode_ping_pong(uint8_t *out, int is_pong, uint64_t nonce) {
 size_t sl_encode_credit_request(uint8_t *out, uint64_t readings) {
     /* ClientFrame.credit_request = 5 { readings = 1 (varint) } */
     return encode_varint_case(out, 0x2a, readings);
+}
+
+size_t sl_encode_credit_return(uint8_t *out, uint64_t readings) {
+    /* ClientFrame.credit_return = 6 { readings = 1 (varint) } */
+    return encode_varint_case(out, 0x32, readings);
 }
 
 /* ---- Server frames ---------------------------------------------------------------------------------- */
@@ -293,9 +300,24 @@ static int on_go_away(sluice_client *c, const Sluice__V1__GoAway *g) {
     return SLUICE_OK;
 }
 
+/* CreditRecall: gives back at once up to `readings` of the credit held now (0 when it holds none: the
+   answer is owed all the same). The CreditReturn is written at the next frame boundary, before any batch
+   (the server charges frames in arrival order, and a batch needing the credit given back would exceed what
+   it holds); recalls answered before it is written add to it. A need asked for with CreditRequest may have
+   been granted with the credit just given back: it is asked for again when the next batch needs it. */
+static void on_credit_recall(sluice_client *c, const Sluice__V1__CreditRecall *r) {
+    uint64_t give = r->readings < c->credit ? r->readings : c->credit;
+    c->credit -= give;
+    c->return_readings = give > UINT64_MAX - c->return_readings ? UINT64_MAX : c->return_readings + give;
+    c->return_pending = 1;
+    c->st.credit_returned += give;
+    if (give > 0) c->credit_requested = 0;
+}
+
 static const char *kind_name(int kind) {
-    static const char *names[] = {"nothing", "Welcome", "Ack", "Credit", "Error", "Ping", "Pong", "GoAway"};
-    return kind >= 0 && kind < 8 ? names[kind] : "an unknown frame";
+    static const char *names[] = {"nothing", "Welcome", "Ack",    "Credit",      "Error",
+                                  "Ping",    "Pong",    "GoAway", "CreditRecall"};
+    return kind >= 0 && kind < 9 ? names[kind] : "an unknown frame";
 }
 
 int sl_handle_frame(sluice_client *c, uint8_t flags, const uint8_t *payload, size_t len) {
@@ -364,6 +386,10 @@ int sl_handle_frame(sluice_client *c, uint8_t flags, const uint8_t *payload, siz
         break;
     case SLUICE__V1__SERVER_FRAME__KIND_GO_AWAY:
         rc = on_go_away(c, f->go_away);
+        break;
+    case SLUICE__V1__SERVER_FRAME__KIND_CREDIT_RECALL:
+        on_credit_recall(c, f->credit_recall);
+        rc = SLUICE_OK;
         break;
     default:
         rc = sl_seterr(c, SLUICE_ERR_PROTOCOL, "server frame holds no known message (empty or newer than v1)");

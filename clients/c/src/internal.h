@@ -154,8 +154,12 @@ struct sluice_client {
     size_t hello_off;         /* bytes of `hello` written */
     sl_batch *tx_batch;       /* next unacked batch to write on this connection (NULL: all written) */
     size_t tx_off;            /* bytes of tx_batch's frame written */
-    uint8_t ctrl[64];         /* Ping/Pong frame being written */
+    uint8_t ctrl[64];         /* control frame being written (Pong, Ping, CreditRequest, CreditReturn): filled
+                                 only at a frame boundary once the one before is written whole; what is owed
+                                 meanwhile waits in the flags below, so none overwrites another */
     size_t ctrl_len, ctrl_off;
+    int return_pending;       /* a CreditReturn is owed (the answer to CreditRecall): written before any batch */
+    uint64_t return_readings; /* its readings: the credit given back by the recalls answered since the last one */
     int pong_pending;
     uint64_t pong_nonce;
     int ping_due;
@@ -214,5 +218,7 @@ int sl_encode_hello(sluice_client *c);
 size_t sl_encode_ping_pong(uint8_t *out, int is_pong, uint64_t nonce);
 /* ClientFrame { credit_request { readings } } as a whole frame into `out` (at least 20 bytes). */
 size_t sl_encode_credit_request(uint8_t *out, uint64_t readings);
+/* ClientFrame { credit_return { readings } } as a whole frame into `out` (at least 20 bytes). */
+size_t sl_encode_credit_return(uint8_t *out, uint64_t readings);
 
 #endif

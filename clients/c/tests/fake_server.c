@@ -254,6 +254,15 @@ int fake_ping(int fd, uint64_t nonce) {
     return fake_send(fd, &f, 0);
 }
 
+int fake_credit_recall(int fd, uint64_t readings) {
+    Sluice__V1__CreditRecall r = SLUICE__V1__CREDIT_RECALL__INIT;
+    r.readings = readings;
+    Sluice__V1__ServerFrame f = SLUICE__V1__SERVER_FRAME__INIT;
+    f.kind_case = SLUICE__V1__SERVER_FRAME__KIND_CREDIT_RECALL;
+    f.credit_recall = &r;
+    return fake_send(fd, &f, 0);
+}
+
 uint64_t fake_batch_readings(const Sluice__V1__Batch *b) {
     uint64_t n = 0;
     for (size_t i = 0; i < b->n_series; i++) n += b->series[i]->n_time_deltas_us;

@@ -44,6 +44,7 @@ int fake_credit(int fd, uint64_t readings);
 int fake_error(int fd, int code, const char *msg, uint64_t seq, int closing);
 int fake_go_away(int fd, uint32_t reconnect_after_ms);
 int fake_ping(int fd, uint64_t nonce);
+int fake_credit_recall(int fd, uint64_t readings);
 
 /* Number of readings in a batch. */
 uint64_t fake_batch_readings(const Sluice__V1__Batch *b);

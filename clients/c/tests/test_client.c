@@ -1,8 +1,12 @@
 /* The client against a well-behaved fake server (a thread of this process): credit, splitting, acks,
-   reconnect and resend, Welcome.committed_seq, heartbeats, GoAway, non-blocking mode, server errors. */
+   reconnect and resend, Welcome.committed_seq, heartbeats, GoAway, non-blocking mode, server errors,
+   CreditRequest and CreditRecall. */
 #define _POSIX_C_SOURCE 200809L
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "check.h"
@@ -272,6 +276,260 @@ static void no_credit_request_to_a_server_that_does_not_read_them(void) {
     append_n(c, "dev-a", 1000, 1700000000000000);
     CHECK_RC(c, sluice_flush(c, 5000), SLUICE_OK);
     CHECK(sum_readings(&g, -1) == 1000 && g.requests == 0);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+/* ---- CreditRecall: a server that records every frame the client writes; the test sends it frames ---------- */
+
+#define MAXF 64
+
+typedef struct recorder {
+    uint64_t initial_credit;
+    pthread_mutex_t mu; /* guards what follows, and the writes to fd of both threads */
+    int fd;             /* the connection once Welcome is written, else -1 */
+    int hello_credit_returns;
+    uint64_t held;  /* the credit the client holds, as the server counts it (charged in arrival order) */
+    int violations; /* a batch or a CreditReturn above what the client held */
+    int n;
+    int kind[MAXF];       /* SLUICE__V1__CLIENT_FRAME__KIND_* */
+    uint64_t value[MAXF]; /* readings of a Batch, CreditRequest or CreditReturn; nonce of a Pong */
+} recorder;
+
+static void recorder_init(recorder *r, uint64_t initial_credit) {
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+    r->fd = -1;
+    r->hello_credit_returns = -1;
+    r->initial_credit = initial_credit;
+}
+
+static void recorder_script(fake_server *s, int fd, int conn) {
+    (void)conn;
+    recorder *r = s->user;
+    int one = 1; /* frames the test sends back to back leave at once, not held by Nagle for the client's ack */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    Sluice__V1__Hello *h = NULL;
+    if (fake_read_hello(fd, &h) != 0) return;
+    pthread_mutex_lock(&r->mu);
+    r->hello_credit_returns = h->credit_returns ? 1 : 0;
+    r->held = r->initial_credit;
+    fake_welcome_requests(fd, r->initial_credit, 0);
+    r->fd = fd;
+    pthread_mutex_unlock(&r->mu);
+    sluice__v1__hello__free_unpacked(h, NULL);
+    while (!s->stop) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        Sluice__V1__ClientFrame *f = fake_read_frame(fd, 2000, NULL);
+        if (f == NULL) break; /* client closed */
+        uint64_t v = 0;
+        pthread_mutex_lock(&r->mu);
+        switch (f->kind_case) {
+        case SLUICE__V1__CLIENT_FRAME__KIND_BATCH:
+            v = fake_batch_readings(f->batch);
+            if (v > r->held) r->violations++;
+            r->held -= v > r->held ? r->held : v;
+            fake_ack(fd, f->batch->seq, (uint32_t)v, 0);
+            break;
+        case SLUICE__V1__CLIENT_FRAME__KIND_CREDIT_RETURN:
+            v = f->credit_return->readings;
+            if (v > r->held) r->violations++;
+            r->held -= v > r->held ? r->held : v;
+            break;
+        case SLUICE__V1__CLIENT_FRAME__KIND_CREDIT_REQUEST:
+            v = f->credit_request->readings;
+            break;
+        case SLUICE__V1__CLIENT_FRAME__KIND_PONG:
+            v = f->pong->nonce;
+            break;
+        default:
+            break;
+        }
+        if (r->n < MAXF) {
+            r->kind[r->n] = f->kind_case;
+            r->value[r->n] = v;
+            r->n++;
+        }
+        pthread_mutex_unlock(&r->mu);
+        sluice__v1__client_frame__free_unpacked(f, NULL);
+    }
+    pthread_mutex_lock(&r->mu);
+    r->fd = -1;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* The server grants `readings` (Credit). */
+static void recorder_grant(recorder *r, uint64_t readings) {
+    pthread_mutex_lock(&r->mu);
+    r->held += readings;
+    CHECK(fake_credit(r->fd, readings) == 0);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void recorder_recall(recorder *r, uint64_t readings) {
+    pthread_mutex_lock(&r->mu);
+    CHECK(fake_credit_recall(r->fd, readings) == 0);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int recorded(recorder *r) {
+    pthread_mutex_lock(&r->mu);
+    int n = r->n;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+/* Runs the client until the server has recorded `n` frames (3 s at most); 1 if it did. */
+static int run_until_frames(sluice_client *c, recorder *r, int n) {
+    for (int i = 0; i < 150 && recorded(r) < n; i++) CHECK_RC(c, sluice_poll(c, 20), SLUICE_OK);
+    return recorded(r) >= n;
+}
+
+/* Frame i as recorded: its kind and value. */
+static int frame_is(recorder *r, int i, int kind, uint64_t value) {
+    pthread_mutex_lock(&r->mu);
+    int ok = i < r->n && r->kind[i] == kind && r->value[i] == value;
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+/* A non-blocking client (so the test decides when it reads) connected to `s`. */
+static sluice_client *recorder_client(fake_server *s, recorder *r) {
+    sluice_config cfg = base_config(s->endpoint);
+    cfg.nonblocking = 1;
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    for (int i = 0; i < 150 && sluice_get_state(c) != SLUICE_STATE_READY; i++) sluice_poll(c, 20);
+    CHECK(sluice_get_state(c) == SLUICE_STATE_READY);
+    pthread_mutex_lock(&r->mu);
+    CHECK(r->fd >= 0);
+    pthread_mutex_unlock(&r->mu);
+    return c;
+}
+
+/* Frames the test sends back to back while the client does not read reach it together: it handles all of
+   them before it writes again. */
+static void let_them_arrive(void) {
+    poll(NULL, 0, 30);
+}
+
+#define RETURN_ SLUICE__V1__CLIENT_FRAME__KIND_CREDIT_RETURN
+#define REQUEST_ SLUICE__V1__CLIENT_FRAME__KIND_CREDIT_REQUEST
+#define BATCH_ SLUICE__V1__CLIENT_FRAME__KIND_BATCH
+#define PONG_ SLUICE__V1__CLIENT_FRAME__KIND_PONG
+
+static void the_hello_says_the_client_answers_credit_recalls(void) {
+    recorder r;
+    recorder_init(&r, 100);
+    fake_server *s = fake_start(recorder_script, &r, 1);
+    sluice_client *c = recorder_client(s, &r);
+    CHECK(r.hello_credit_returns == 1);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void a_recall_is_answered_at_once_and_ahead_of_any_later_batch(void) {
+    recorder r;
+    recorder_init(&r, 0);
+    fake_server *s = fake_start(recorder_script, &r, 1);
+    sluice_client *c = recorder_client(s, &r);
+    append_n(c, "dev-a", 300, 1700000000000000);
+    CHECK_RC(c, sluice_send(c), SLUICE_OK);
+    CHECK(run_until_frames(c, &r, 1) && frame_is(&r, 0, REQUEST_, 300));
+    /* Credit for the waiting batch and a recall, handled together: the batch may only follow the return. */
+    recorder_grant(&r, 1000);
+    recorder_recall(&r, 400);
+    let_them_arrive();
+    CHECK(run_until_frames(c, &r, 3));
+    CHECK(frame_is(&r, 1, RETURN_, 400));
+    CHECK(frame_is(&r, 2, BATCH_, 300));
+    CHECK_RC(c, sluice_flush(c, 3000), SLUICE_OK);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.credit == 300 && st.credit_returned == 400 && st.readings_accepted == 300);
+    pthread_mutex_lock(&r.mu);
+    CHECK(r.held == st.credit && r.violations == 0 && r.n == 3);
+    pthread_mutex_unlock(&r.mu);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void a_recall_above_the_credit_held_returns_exactly_what_is_held(void) {
+    recorder r;
+    recorder_init(&r, 1000);
+    fake_server *s = fake_start(recorder_script, &r, 1);
+    sluice_client *c = recorder_client(s, &r);
+    append_n(c, "dev-a", 300, 1700000000000000);
+    CHECK_RC(c, sluice_send(c), SLUICE_OK);
+    CHECK_RC(c, sluice_flush(c, 3000), SLUICE_OK);
+    CHECK(frame_is(&r, 0, BATCH_, 300));
+    recorder_recall(&r, 5000);
+    CHECK(run_until_frames(c, &r, 2) && frame_is(&r, 1, RETURN_, 700));
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.credit == 0 && st.credit_returned == 700);
+    /* Holding nothing, it still answers (0), and neither that answer nor a Pong owed with it is lost. */
+    pthread_mutex_lock(&r.mu);
+    CHECK(fake_ping(r.fd, 9) == 0);
+    CHECK(fake_credit_recall(r.fd, 50) == 0);
+    pthread_mutex_unlock(&r.mu);
+    let_them_arrive();
+    CHECK(run_until_frames(c, &r, 4));
+    CHECK((frame_is(&r, 2, RETURN_, 0) && frame_is(&r, 3, PONG_, 9)) ||
+          (frame_is(&r, 2, PONG_, 9) && frame_is(&r, 3, RETURN_, 0)));
+    /* Two recalls handled together: every reading taken back is given back (in one CreditReturn or two). */
+    recorder_grant(&r, 100);
+    recorder_recall(&r, 30);
+    recorder_recall(&r, 30);
+    let_them_arrive();
+    uint64_t returned = 0;
+    for (int i = 0; i < 50 && returned < 60; i++) {
+        CHECK_RC(c, sluice_poll(c, 20), SLUICE_OK);
+        returned = 0;
+        pthread_mutex_lock(&r.mu);
+        for (int k = 4; k < r.n; k++)
+            if (r.kind[k] == RETURN_) returned += r.value[k];
+        pthread_mutex_unlock(&r.mu);
+    }
+    CHECK(returned == 60);
+    sluice_get_stats(c, &st);
+    CHECK(st.credit == 40 && st.credit_returned == 760);
+    pthread_mutex_lock(&r.mu);
+    CHECK(r.held == 40 && r.violations == 0);
+    pthread_mutex_unlock(&r.mu);
+    sluice_close(c);
+    fake_stop(s);
+}
+
+static void after_giving_everything_back_it_asks_again_for_its_next_batch(void) {
+    recorder r;
+    recorder_init(&r, 0);
+    fake_server *s = fake_start(recorder_script, &r, 1);
+    sluice_client *c = recorder_client(s, &r);
+    append_n(c, "dev-a", 300, 1700000000000000);
+    CHECK_RC(c, sluice_send(c), SLUICE_OK);
+    CHECK(run_until_frames(c, &r, 1) && frame_is(&r, 0, REQUEST_, 300));
+    /* What it asked for is granted and recalled before it could use it: it has to ask again. */
+    recorder_grant(&r, 300);
+    recorder_recall(&r, 300);
+    let_them_arrive();
+    CHECK(run_until_frames(c, &r, 3));
+    CHECK(frame_is(&r, 1, RETURN_, 300));
+    CHECK(frame_is(&r, 2, REQUEST_, 300));
+    for (int i = 0; i < 5; i++) CHECK_RC(c, sluice_poll(c, 20), SLUICE_OK);
+    CHECK(recorded(&r) == 3); /* once per need, and no batch without credit */
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    CHECK(st.credit == 0 && st.credit_returned == 300 && st.readings_queued == 300);
+    recorder_grant(&r, 300);
+    CHECK(run_until_frames(c, &r, 4) && frame_is(&r, 3, BATCH_, 300));
+    CHECK_RC(c, sluice_flush(c, 3000), SLUICE_OK);
+    sluice_get_stats(c, &st);
+    CHECK(st.credit == 0 && st.readings_accepted == 300 && st.readings_queued == 0);
+    pthread_mutex_lock(&r.mu);
+    CHECK(r.held == 0 && r.violations == 0);
+    pthread_mutex_unlock(&r.mu);
     sluice_close(c);
     fake_stop(s);
 }
@@ -548,6 +806,10 @@ int main(void) {
     RUN(without_credit_it_asks_for_a_whole_batch_when_the_server_reads_requests);
     RUN(a_resend_bigger_than_the_new_sessions_credit_is_asked_for_whole);
     RUN(no_credit_request_to_a_server_that_does_not_read_them);
+    RUN(the_hello_says_the_client_answers_credit_recalls);
+    RUN(a_recall_is_answered_at_once_and_ahead_of_any_later_batch);
+    RUN(a_recall_above_the_credit_held_returns_exactly_what_is_held);
+    RUN(after_giving_everything_back_it_asks_again_for_its_next_batch);
     RUN(sends_heartbeats_and_answers_pings);
     RUN(a_silent_server_is_declared_dead_after_three_intervals);
     RUN(go_away_drains_then_reconnects_quietly);

@@ -102,6 +102,10 @@ static void ack_before_welcome(int fd) {
     fake_ack(fd, 1, 1, 0);
 }
 
+static void recall_before_welcome(int fd) {
+    fake_credit_recall(fd, 10);
+}
+
 static void wrong_version(int fd) {
     Sluice__V1__Welcome w = SLUICE__V1__WELCOME__INIT;
     w.protocol_version = 2;
@@ -204,6 +208,8 @@ static void answers_garbage(void) {
     CHECK(run_against(empty_frame, m, sizeof m, 0) == SLUICE_ERR_PROTOCOL && strstr(m, "no known message"));
     CHECK(run_against(reserved_flags, m, sizeof m, 0) == SLUICE_ERR_PROTOCOL && strstr(m, "0x80"));
     CHECK(run_against(ack_before_welcome, m, sizeof m, 0) == SLUICE_ERR_PROTOCOL && strstr(m, "before Welcome"));
+    CHECK(run_against(recall_before_welcome, m, sizeof m, 0) == SLUICE_ERR_PROTOCOL &&
+          strstr(m, "sent CreditRecall before Welcome"));
 }
 
 static void closes_mid_frame(void) {

@@ -283,6 +283,15 @@ public nonisolated struct Sluice_V1_ClientFrame: Sendable {
     set {kind = .creditRequest(newValue)}
   }
 
+  /// credit the client gives back (the answer to CreditRecall)
+  public var creditReturn: Sluice_V1_CreditReturn {
+    get {
+      if case .creditReturn(let v)? = kind {return v}
+      return Sluice_V1_CreditReturn()
+    }
+    set {kind = .creditReturn(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -296,6 +305,8 @@ public nonisolated struct Sluice_V1_ClientFrame: Sendable {
     case pong(Sluice_V1_Pong)
     /// the client waits for credit (only when Welcome.credit_requests)
     case creditRequest(Sluice_V1_CreditRequest)
+    /// credit the client gives back (the answer to CreditRecall)
+    case creditReturn(Sluice_V1_CreditReturn)
 
   }
 
@@ -371,6 +382,15 @@ public nonisolated struct Sluice_V1_ServerFrame: Sendable {
     set {kind = .goAway(newValue)}
   }
 
+  /// give back unused credit (only to clients whose Hello.credit_returns)
+  public var creditRecall: Sluice_V1_CreditRecall {
+    get {
+      if case .creditRecall(let v)? = kind {return v}
+      return Sluice_V1_CreditRecall()
+    }
+    set {kind = .creditRecall(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -386,6 +406,8 @@ public nonisolated struct Sluice_V1_ServerFrame: Sendable {
     case pong(Sluice_V1_Pong)
     /// the server is draining or the session was replaced
     case goAway(Sluice_V1_GoAway)
+    /// give back unused credit (only to clients whose Hello.credit_returns)
+    case creditRecall(Sluice_V1_CreditRecall)
 
   }
 
@@ -414,6 +436,9 @@ public nonisolated struct Sluice_V1_Hello: Sendable {
 
   /// payload compressions the client can read
   public var compressions: [Sluice_V1_Compression] = []
+
+  /// the client answers CreditRecall with CreditReturn
+  public var creditReturns: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -586,6 +611,37 @@ public nonisolated struct Sluice_V1_CreditRequest: Sendable {
   public init() {}
 }
 
+/// The server needs credit this client holds and does not use (others wait for it): give back up to `readings`
+/// of the credit held now, at once, with CreditReturn, even 0. Sent only to clients whose Hello set
+/// credit_returns; one left unanswered for the recall timeout (three heartbeat intervals) closes the connection
+/// with FAILED_PRECONDITION. A client that needs credit again later asks with CreditRequest.
+public nonisolated struct Sluice_V1_CreditRecall: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var readings: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Credit the client gives up: its held credit drops by `readings` when it sends this frame (batches sent
+/// before it were charged first). At most what it holds; more is RESOURCE_EXHAUSTED and the connection closes.
+/// Also allowed unasked (a client going idle).
+public nonisolated struct Sluice_V1_CreditReturn: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var readings: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Sluice_V1_Error: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -666,7 +722,7 @@ nonisolated extension Sluice_V1_RejectCode: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Sluice_V1_ClientFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClientFrame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}batch\0\u{1}ping\0\u{1}pong\0\u{3}credit_request\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}batch\0\u{1}ping\0\u{1}pong\0\u{3}credit_request\0\u{3}credit_return\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -739,6 +795,19 @@ nonisolated extension Sluice_V1_ClientFrame: SwiftProtobuf.Message, SwiftProtobu
           self.kind = .creditRequest(v)
         }
       }()
+      case 6: try {
+        var v: Sluice_V1_CreditReturn?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .creditReturn(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .creditReturn(v)
+        }
+      }()
       default: break
       }
     }
@@ -770,6 +839,10 @@ nonisolated extension Sluice_V1_ClientFrame: SwiftProtobuf.Message, SwiftProtobu
       guard case .creditRequest(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     }()
+    case .creditReturn?: try {
+      guard case .creditReturn(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -784,7 +857,7 @@ nonisolated extension Sluice_V1_ClientFrame: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Sluice_V1_ServerFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServerFrame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}ack\0\u{1}credit\0\u{1}error\0\u{1}ping\0\u{1}pong\0\u{3}go_away\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}ack\0\u{1}credit\0\u{1}error\0\u{1}ping\0\u{1}pong\0\u{3}go_away\0\u{3}credit_recall\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -883,6 +956,19 @@ nonisolated extension Sluice_V1_ServerFrame: SwiftProtobuf.Message, SwiftProtobu
           self.kind = .goAway(v)
         }
       }()
+      case 8: try {
+        var v: Sluice_V1_CreditRecall?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .creditRecall(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .creditRecall(v)
+        }
+      }()
       default: break
       }
     }
@@ -922,6 +1008,10 @@ nonisolated extension Sluice_V1_ServerFrame: SwiftProtobuf.Message, SwiftProtobu
       guard case .goAway(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     }()
+    case .creditRecall?: try {
+      guard case .creditRecall(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -936,7 +1026,7 @@ nonisolated extension Sluice_V1_ServerFrame: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Sluice_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}producer_id\0\u{1}token\0\u{3}client_name\0\u{3}client_version\0\u{1}compressions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}producer_id\0\u{1}token\0\u{3}client_name\0\u{3}client_version\0\u{1}compressions\0\u{3}credit_returns\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -950,6 +1040,7 @@ nonisolated extension Sluice_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 4: try { try decoder.decodeSingularStringField(value: &self.clientName) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.clientVersion) }()
       case 6: try { try decoder.decodeRepeatedEnumField(value: &self.compressions) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.creditReturns) }()
       default: break
       }
     }
@@ -974,6 +1065,9 @@ nonisolated extension Sluice_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if !self.compressions.isEmpty {
       try visitor.visitPackedEnumField(value: self.compressions, fieldNumber: 6)
     }
+    if self.creditReturns != false {
+      try visitor.visitSingularBoolField(value: self.creditReturns, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -984,6 +1078,7 @@ nonisolated extension Sluice_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.clientName != rhs.clientName {return false}
     if lhs.clientVersion != rhs.clientVersion {return false}
     if lhs.compressions != rhs.compressions {return false}
+    if lhs.creditReturns != rhs.creditReturns {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1308,6 +1403,66 @@ nonisolated extension Sluice_V1_CreditRequest: SwiftProtobuf.Message, SwiftProto
   }
 
   public static func ==(lhs: Sluice_V1_CreditRequest, rhs: Sluice_V1_CreditRequest) -> Bool {
+    if lhs.readings != rhs.readings {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_CreditRecall: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreditRecall"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}readings\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.readings) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.readings != 0 {
+      try visitor.visitSingularUInt64Field(value: self.readings, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_CreditRecall, rhs: Sluice_V1_CreditRecall) -> Bool {
+    if lhs.readings != rhs.readings {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_CreditReturn: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreditReturn"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}readings\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.readings) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.readings != 0 {
+      try visitor.visitSingularUInt64Field(value: self.readings, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_CreditReturn, rhs: Sluice_V1_CreditReturn) -> Bool {
     if lhs.readings != rhs.readings {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

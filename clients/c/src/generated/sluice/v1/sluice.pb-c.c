@@ -457,6 +457,96 @@ void   sluice__v1__credit_request__free_unpacked
   assert(message->base.descriptor == &sluice__v1__credit_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   sluice__v1__credit_recall__init
+                     (Sluice__V1__CreditRecall         *message)
+{
+  static const Sluice__V1__CreditRecall init_value = SLUICE__V1__CREDIT_RECALL__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__credit_recall__get_packed_size
+                     (const Sluice__V1__CreditRecall *message)
+{
+  assert(message->base.descriptor == &sluice__v1__credit_recall__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__credit_recall__pack
+                     (const Sluice__V1__CreditRecall *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__credit_recall__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__credit_recall__pack_to_buffer
+                     (const Sluice__V1__CreditRecall *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__credit_recall__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__CreditRecall *
+       sluice__v1__credit_recall__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__CreditRecall *)
+     protobuf_c_message_unpack (&sluice__v1__credit_recall__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__credit_recall__free_unpacked
+                     (Sluice__V1__CreditRecall *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__credit_recall__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__credit_return__init
+                     (Sluice__V1__CreditReturn         *message)
+{
+  static const Sluice__V1__CreditReturn init_value = SLUICE__V1__CREDIT_RETURN__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__credit_return__get_packed_size
+                     (const Sluice__V1__CreditReturn *message)
+{
+  assert(message->base.descriptor == &sluice__v1__credit_return__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__credit_return__pack
+                     (const Sluice__V1__CreditReturn *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__credit_return__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__credit_return__pack_to_buffer
+                     (const Sluice__V1__CreditReturn *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__credit_return__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__CreditReturn *
+       sluice__v1__credit_return__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__CreditReturn *)
+     protobuf_c_message_unpack (&sluice__v1__credit_return__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__credit_return__free_unpacked
+                     (Sluice__V1__CreditReturn *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__credit_return__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message)
 {
@@ -637,7 +727,7 @@ void   sluice__v1__go_away__free_unpacked
   assert(message->base.descriptor == &sluice__v1__go_away__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor sluice__v1__client_frame__field_descriptors[5] =
+static const ProtobufCFieldDescriptor sluice__v1__client_frame__field_descriptors[6] =
 {
   {
     "hello",
@@ -699,10 +789,23 @@ static const ProtobufCFieldDescriptor sluice__v1__client_frame__field_descriptor
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "credit_return",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__ClientFrame, kind_case),
+    offsetof(Sluice__V1__ClientFrame, credit_return),
+    &sluice__v1__credit_return__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__client_frame__field_indices_by_name[] = {
   1,   /* field[1] = batch */
   4,   /* field[4] = credit_request */
+  5,   /* field[5] = credit_return */
   0,   /* field[0] = hello */
   2,   /* field[2] = ping */
   3,   /* field[3] = pong */
@@ -710,7 +813,7 @@ static const unsigned sluice__v1__client_frame__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__client_frame__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor sluice__v1__client_frame__descriptor =
 {
@@ -720,14 +823,14 @@ const ProtobufCMessageDescriptor sluice__v1__client_frame__descriptor =
   "Sluice__V1__ClientFrame",
   "sluice.v1",
   sizeof(Sluice__V1__ClientFrame),
-  5,
+  6,
   sluice__v1__client_frame__field_descriptors,
   sluice__v1__client_frame__field_indices_by_name,
   1,  sluice__v1__client_frame__number_ranges,
   (ProtobufCMessageInit) sluice__v1__client_frame__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__server_frame__field_descriptors[7] =
+static const ProtobufCFieldDescriptor sluice__v1__server_frame__field_descriptors[8] =
 {
   {
     "welcome",
@@ -813,10 +916,23 @@ static const ProtobufCFieldDescriptor sluice__v1__server_frame__field_descriptor
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "credit_recall",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__ServerFrame, kind_case),
+    offsetof(Sluice__V1__ServerFrame, credit_recall),
+    &sluice__v1__credit_recall__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__server_frame__field_indices_by_name[] = {
   1,   /* field[1] = ack */
   2,   /* field[2] = credit */
+  7,   /* field[7] = credit_recall */
   3,   /* field[3] = error */
   6,   /* field[6] = go_away */
   4,   /* field[4] = ping */
@@ -826,7 +942,7 @@ static const unsigned sluice__v1__server_frame__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__server_frame__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor sluice__v1__server_frame__descriptor =
 {
@@ -836,14 +952,14 @@ const ProtobufCMessageDescriptor sluice__v1__server_frame__descriptor =
   "Sluice__V1__ServerFrame",
   "sluice.v1",
   sizeof(Sluice__V1__ServerFrame),
-  7,
+  8,
   sluice__v1__server_frame__field_descriptors,
   sluice__v1__server_frame__field_indices_by_name,
   1,  sluice__v1__server_frame__number_ranges,
   (ProtobufCMessageInit) sluice__v1__server_frame__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__hello__field_descriptors[6] =
+static const ProtobufCFieldDescriptor sluice__v1__hello__field_descriptors[7] =
 {
   {
     "protocol_version",
@@ -917,11 +1033,24 @@ static const ProtobufCFieldDescriptor sluice__v1__hello__field_descriptors[6] =
     0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "credit_returns",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Hello, credit_returns),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__hello__field_indices_by_name[] = {
   3,   /* field[3] = client_name */
   4,   /* field[4] = client_version */
   5,   /* field[5] = compressions */
+  6,   /* field[6] = credit_returns */
   1,   /* field[1] = producer_id */
   0,   /* field[0] = protocol_version */
   2,   /* field[2] = token */
@@ -929,7 +1058,7 @@ static const unsigned sluice__v1__hello__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__hello__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor sluice__v1__hello__descriptor =
 {
@@ -939,7 +1068,7 @@ const ProtobufCMessageDescriptor sluice__v1__hello__descriptor =
   "Sluice__V1__Hello",
   "sluice.v1",
   sizeof(Sluice__V1__Hello),
-  6,
+  7,
   sluice__v1__hello__field_descriptors,
   sluice__v1__hello__field_indices_by_name,
   1,  sluice__v1__hello__number_ranges,
@@ -1509,6 +1638,82 @@ const ProtobufCMessageDescriptor sluice__v1__credit_request__descriptor =
   sluice__v1__credit_request__field_indices_by_name,
   1,  sluice__v1__credit_request__number_ranges,
   (ProtobufCMessageInit) sluice__v1__credit_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__credit_recall__field_descriptors[1] =
+{
+  {
+    "readings",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__CreditRecall, readings),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__credit_recall__field_indices_by_name[] = {
+  0,   /* field[0] = readings */
+};
+static const ProtobufCIntRange sluice__v1__credit_recall__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__credit_recall__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.CreditRecall",
+  "CreditRecall",
+  "Sluice__V1__CreditRecall",
+  "sluice.v1",
+  sizeof(Sluice__V1__CreditRecall),
+  1,
+  sluice__v1__credit_recall__field_descriptors,
+  sluice__v1__credit_recall__field_indices_by_name,
+  1,  sluice__v1__credit_recall__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__credit_recall__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__credit_return__field_descriptors[1] =
+{
+  {
+    "readings",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__CreditReturn, readings),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__credit_return__field_indices_by_name[] = {
+  0,   /* field[0] = readings */
+};
+static const ProtobufCIntRange sluice__v1__credit_return__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__credit_return__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.CreditReturn",
+  "CreditReturn",
+  "Sluice__V1__CreditReturn",
+  "sluice.v1",
+  sizeof(Sluice__V1__CreditReturn),
+  1,
+  sluice__v1__credit_return__field_descriptors,
+  sluice__v1__credit_return__field_indices_by_name,
+  1,  sluice__v1__credit_return__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__credit_return__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor sluice__v1__error__field_descriptors[4] =

@@ -25,6 +25,8 @@ typedef struct Sluice__V1__Rejection Sluice__V1__Rejection;
 typedef struct Sluice__V1__Ack Sluice__V1__Ack;
 typedef struct Sluice__V1__Credit Sluice__V1__Credit;
 typedef struct Sluice__V1__CreditRequest Sluice__V1__CreditRequest;
+typedef struct Sluice__V1__CreditRecall Sluice__V1__CreditRecall;
+typedef struct Sluice__V1__CreditReturn Sluice__V1__CreditReturn;
 typedef struct Sluice__V1__Error Sluice__V1__Error;
 typedef struct Sluice__V1__Ping Sluice__V1__Ping;
 typedef struct Sluice__V1__Pong Sluice__V1__Pong;
@@ -131,7 +133,8 @@ typedef enum {
   SLUICE__V1__CLIENT_FRAME__KIND_BATCH = 2,
   SLUICE__V1__CLIENT_FRAME__KIND_PING = 3,
   SLUICE__V1__CLIENT_FRAME__KIND_PONG = 4,
-  SLUICE__V1__CLIENT_FRAME__KIND_CREDIT_REQUEST = 5
+  SLUICE__V1__CLIENT_FRAME__KIND_CREDIT_REQUEST = 5,
+  SLUICE__V1__CLIENT_FRAME__KIND_CREDIT_RETURN = 6
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__CLIENT_FRAME__KIND__CASE)
 } Sluice__V1__ClientFrame__KindCase;
 
@@ -163,6 +166,10 @@ struct  Sluice__V1__ClientFrame
      * the client waits for credit (only when Welcome.credit_requests)
      */
     Sluice__V1__CreditRequest *credit_request;
+    /*
+     * credit the client gives back (the answer to CreditRecall)
+     */
+    Sluice__V1__CreditReturn *credit_return;
   };
 };
 #define SLUICE__V1__CLIENT_FRAME__INIT \
@@ -178,7 +185,8 @@ typedef enum {
   SLUICE__V1__SERVER_FRAME__KIND_ERROR = 4,
   SLUICE__V1__SERVER_FRAME__KIND_PING = 5,
   SLUICE__V1__SERVER_FRAME__KIND_PONG = 6,
-  SLUICE__V1__SERVER_FRAME__KIND_GO_AWAY = 7
+  SLUICE__V1__SERVER_FRAME__KIND_GO_AWAY = 7,
+  SLUICE__V1__SERVER_FRAME__KIND_CREDIT_RECALL = 8
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__SERVER_FRAME__KIND__CASE)
 } Sluice__V1__ServerFrame__KindCase;
 
@@ -212,6 +220,10 @@ struct  Sluice__V1__ServerFrame
      * the server is draining or the session was replaced
      */
     Sluice__V1__GoAway *go_away;
+    /*
+     * give back unused credit (only to clients whose Hello.credit_returns)
+     */
+    Sluice__V1__CreditRecall *credit_recall;
   };
 };
 #define SLUICE__V1__SERVER_FRAME__INIT \
@@ -247,10 +259,14 @@ struct  Sluice__V1__Hello
    */
   size_t n_compressions;
   Sluice__V1__Compression *compressions;
+  /*
+   * the client answers CreditRecall with CreditReturn
+   */
+  protobuf_c_boolean credit_returns;
 };
 #define SLUICE__V1__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__hello__descriptor) \
-    , 0, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
+    , 0, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0 }
 
 
 struct  Sluice__V1__Welcome
@@ -451,6 +467,37 @@ struct  Sluice__V1__CreditRequest
 };
 #define SLUICE__V1__CREDIT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__credit_request__descriptor) \
+    , 0 }
+
+
+/*
+ * The server needs credit this client holds and does not use (others wait for it): give back up to `readings`
+ * of the credit held now, at once, with CreditReturn, even 0. Sent only to clients whose Hello set
+ * credit_returns; one left unanswered for the recall timeout (three heartbeat intervals) closes the connection
+ * with FAILED_PRECONDITION. A client that needs credit again later asks with CreditRequest.
+ */
+struct  Sluice__V1__CreditRecall
+{
+  ProtobufCMessage base;
+  uint64_t readings;
+};
+#define SLUICE__V1__CREDIT_RECALL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__credit_recall__descriptor) \
+    , 0 }
+
+
+/*
+ * Credit the client gives up: its held credit drops by `readings` when it sends this frame (batches sent
+ * before it were charged first). At most what it holds; more is RESOURCE_EXHAUSTED and the connection closes.
+ * Also allowed unasked (a client going idle).
+ */
+struct  Sluice__V1__CreditReturn
+{
+  ProtobufCMessage base;
+  uint64_t readings;
+};
+#define SLUICE__V1__CREDIT_RETURN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__credit_return__descriptor) \
     , 0 }
 
 
@@ -706,6 +753,44 @@ Sluice__V1__CreditRequest *
 void   sluice__v1__credit_request__free_unpacked
                      (Sluice__V1__CreditRequest *message,
                       ProtobufCAllocator *allocator);
+/* Sluice__V1__CreditRecall methods */
+void   sluice__v1__credit_recall__init
+                     (Sluice__V1__CreditRecall         *message);
+size_t sluice__v1__credit_recall__get_packed_size
+                     (const Sluice__V1__CreditRecall   *message);
+size_t sluice__v1__credit_recall__pack
+                     (const Sluice__V1__CreditRecall   *message,
+                      uint8_t             *out);
+size_t sluice__v1__credit_recall__pack_to_buffer
+                     (const Sluice__V1__CreditRecall   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__CreditRecall *
+       sluice__v1__credit_recall__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__credit_recall__free_unpacked
+                     (Sluice__V1__CreditRecall *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__CreditReturn methods */
+void   sluice__v1__credit_return__init
+                     (Sluice__V1__CreditReturn         *message);
+size_t sluice__v1__credit_return__get_packed_size
+                     (const Sluice__V1__CreditReturn   *message);
+size_t sluice__v1__credit_return__pack
+                     (const Sluice__V1__CreditReturn   *message,
+                      uint8_t             *out);
+size_t sluice__v1__credit_return__pack_to_buffer
+                     (const Sluice__V1__CreditReturn   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__CreditReturn *
+       sluice__v1__credit_return__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__credit_return__free_unpacked
+                     (Sluice__V1__CreditReturn *message,
+                      ProtobufCAllocator *allocator);
 /* Sluice__V1__Error methods */
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message);
@@ -814,6 +899,12 @@ typedef void (*Sluice__V1__Credit_Closure)
 typedef void (*Sluice__V1__CreditRequest_Closure)
                  (const Sluice__V1__CreditRequest *message,
                   void *closure_data);
+typedef void (*Sluice__V1__CreditRecall_Closure)
+                 (const Sluice__V1__CreditRecall *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__CreditReturn_Closure)
+                 (const Sluice__V1__CreditReturn *message,
+                  void *closure_data);
 typedef void (*Sluice__V1__Error_Closure)
                  (const Sluice__V1__Error *message,
                   void *closure_data);
@@ -845,6 +936,8 @@ extern const ProtobufCMessageDescriptor sluice__v1__rejection__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__ack__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__credit__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__credit_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__credit_recall__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__credit_return__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__error__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__ping__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__pong__descriptor;
