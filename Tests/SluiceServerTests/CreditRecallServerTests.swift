@@ -20,7 +20,9 @@ import Testing
     }
 
     /// One idle connection holds the whole budget; a second asks for a batch's worth.
-    func holderAndAsker(database: String, heartbeat: UInt64 = 5_000_000_000) async throws -> (TestServer, RawClient, RawClient) {
+    func holderAndAsker(
+        database: String, heartbeat: UInt64 = 5_000_000_000, alive: (RawClient) -> Task<Void, Never>? = { _ in nil }
+    ) async throws -> (TestServer, RawClient, RawClient, Task<Void, Never>?) {
         let server = try await TestServer.start(database: database) { config in
             config.flow = .init(budget: 10_000, maxWindow: 10_000, initialWindow: 10_000, minimumWindow: 64, unprovenShare: 1)
             config.timeouts = .init(handshake: 30_000_000_000, heartbeatInterval: heartbeat)
@@ -28,15 +30,16 @@ import Testing
         let holder = try await RawClient.connect(port: server.port)
         let welcome = try await holder.handshake(producer: producerID(70), creditReturns: true)
         #expect(welcome.initialCredit == 10_000)
+        let keepAlive = alive(holder)
         let asker = try await RawClient.connect(port: server.port)
         let askerWelcome = try await asker.handshake(producer: producerID(71), creditReturns: true)
         #expect(askerWelcome.initialCredit == 0, "the budget is held")
         try await asker.send(frame(request: 4_000))
-        return (server, holder, asker)
+        return (server, holder, asker, keepAlive)
     }
 
     @Test func aRecalledClientsReturnReachesTheWaitingRequest() async throws {
-        let (server, holder, asker) = try await holderAndAsker(database: "srv_recall_return")
+        let (server, holder, asker, _) = try await holderAndAsker(database: "srv_recall_return")
         defer { Task { await server.stop() } }
         let (recallFrame, _) = try await holder.read(until: { if case .creditRecall = $0.kind { true } else { false } })
         guard case .creditRecall(let recall)? = recallFrame?.kind else {
@@ -57,11 +60,30 @@ import Testing
     }
 
     @Test func aClientThatIgnoresARecallIsClosedAndItsCreditFreed() async throws {
-        // Heartbeats of 0.5 s: the recall must be answered within 1.5 s. The holder reads and answers Pings (it
-        // is alive), but never returns credit.
-        let (server, holder, asker) = try await holderAndAsker(database: "srv_recall_ignored", heartbeat: 500_000_000)
-        defer { Task { await server.stop() } }
-        let frames = try await holder.framesUntilClosed(timeout: .seconds(30))
+        // Heartbeats of 2 s: the recall must be answered within 6 s. The holder is alive (it sends a Ping every
+        // 100 ms, so no heartbeat timeout can close it first, however loaded the machine), but never returns
+        // credit.
+        let (server, holder, asker, keepAlive) = try await holderAndAsker(
+            database: "srv_recall_ignored", heartbeat: 2_000_000_000,
+            alive: { holder in
+                Task {
+                    var nonce: UInt64 = 0
+                    while !Task.isCancelled {
+                        nonce += 1
+                        var ping = Ping()
+                        ping.nonce = nonce
+                        guard (try? await holder.send(ClientFrame(.ping(ping)))) != nil else { return }
+                        try? await Task.sleep(for: .milliseconds(100))
+                    }
+                }
+            })
+        defer {
+            keepAlive?.cancel()
+            Task { await server.stop() }
+        }
+        let start = ContinuousClock.now
+        let frames = try await holder.framesUntilClosed(timeout: .seconds(60))
+        print("credit recall: a client ignoring its recall was closed \(ContinuousClock.now - start) after it was asked")
         #expect(frames.contains { if case .creditRecall = $0.kind { true } else { false } })
         let error = frames.compactMap { if case .error(let e)? = $0.kind { e } else { nil } }.first
         #expect(error?.code == .failedPrecondition)
