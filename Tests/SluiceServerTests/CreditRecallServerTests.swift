@@ -19,10 +19,25 @@ import Testing
         return ClientFrame(.creditReturn(giveBack))
     }
 
+    /// Keeps `client` alive while the test is busy elsewhere: a Ping every 100 ms (the server's heartbeat
+    /// timeout counts frames from the client, and a test not reading answers no Ping).
+    static func pinging(_ client: RawClient) -> Task<Void, Never>? {
+        Task {
+            var nonce: UInt64 = 0
+            while !Task.isCancelled {
+                nonce += 1
+                var ping = Ping()
+                ping.nonce = nonce
+                guard (try? await client.send(ClientFrame(.ping(ping)))) != nil else { return }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
     /// One idle connection holds the whole budget; a second asks for a batch's worth.
     func holderAndAsker(
         database: String, heartbeat: UInt64 = 5_000_000_000, alive: (RawClient) -> Task<Void, Never>? = { _ in nil }
-    ) async throws -> (TestServer, RawClient, RawClient, Task<Void, Never>?) {
+    ) async throws -> (TestServer, RawClient, RawClient, [Task<Void, Never>]) {
         let server = try await TestServer.start(database: database) { config in
             config.flow = .init(budget: 10_000, maxWindow: 10_000, initialWindow: 10_000, minimumWindow: 64, unprovenShare: 1)
             config.timeouts = .init(handshake: 30_000_000_000, heartbeatInterval: heartbeat)
@@ -30,17 +45,21 @@ import Testing
         let holder = try await RawClient.connect(port: server.port)
         let welcome = try await holder.handshake(producer: producerID(70), creditReturns: true)
         #expect(welcome.initialCredit == 10_000)
-        let keepAlive = alive(holder)
+        var keepAlive = [alive(holder)].compactMap { $0 }
         let asker = try await RawClient.connect(port: server.port)
         let askerWelcome = try await asker.handshake(producer: producerID(71), creditReturns: true)
         #expect(askerWelcome.initialCredit == 0, "the budget is held")
+        if let task = alive(asker) { keepAlive.append(task) }
         try await asker.send(frame(request: 4_000))
         return (server, holder, asker, keepAlive)
     }
 
     @Test func aRecalledClientsReturnReachesTheWaitingRequest() async throws {
-        let (server, holder, asker, _) = try await holderAndAsker(database: "srv_recall_return")
-        defer { Task { await server.stop() } }
+        let (server, holder, asker, keepAlive) = try await holderAndAsker(database: "srv_recall_return", alive: Self.pinging)
+        defer {
+            for task in keepAlive { task.cancel() }
+            Task { await server.stop() }
+        }
         let (recallFrame, _) = try await holder.read(until: { if case .creditRecall = $0.kind { true } else { false } })
         guard case .creditRecall(let recall)? = recallFrame?.kind else {
             Issue.record("no CreditRecall reached the idle holder")
@@ -60,25 +79,14 @@ import Testing
     }
 
     @Test func aClientThatIgnoresARecallIsClosedAndItsCreditFreed() async throws {
-        // Heartbeats of 2 s: the recall must be answered within 6 s. The holder is alive (it sends a Ping every
-        // 100 ms, so no heartbeat timeout can close it first, however loaded the machine), but never returns
-        // credit.
+        // Heartbeats of 2 s: the recall must be answered within 6 s. Both clients are alive (each sends a Ping
+        // every 100 ms, so no heartbeat timeout can close one first, however loaded the machine); the holder
+        // never returns credit.
         let (server, holder, asker, keepAlive) = try await holderAndAsker(
             database: "srv_recall_ignored", heartbeat: 2_000_000_000,
-            alive: { holder in
-                Task {
-                    var nonce: UInt64 = 0
-                    while !Task.isCancelled {
-                        nonce += 1
-                        var ping = Ping()
-                        ping.nonce = nonce
-                        guard (try? await holder.send(ClientFrame(.ping(ping)))) != nil else { return }
-                        try? await Task.sleep(for: .milliseconds(100))
-                    }
-                }
-            })
+            alive: Self.pinging)
         defer {
-            keepAlive?.cancel()
+            for task in keepAlive { task.cancel() }
             Task { await server.stop() }
         }
         let start = ContinuousClock.now
