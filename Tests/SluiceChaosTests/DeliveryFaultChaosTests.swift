@@ -394,12 +394,8 @@ struct FaultProducer {
                     sent += 1
                 }
                 if sent < unacked.count, held < plan.count, welcome.creditRequests, requested != plan.count {
-                    var request = ClientFrame()
-                    var body = Sluice_V1_CreditRequest()
-                    body.readings = UInt64(plan.count)
-                    request.kind = .creditRequest(body)
                     requested = plan.count
-                    guard await send(request) else { break session }
+                    guard await send(.creditRequest(UInt64(plan.count))) else { break session }
                 }
                 guard let event = await iterator.next() else { break session }
                 switch event {

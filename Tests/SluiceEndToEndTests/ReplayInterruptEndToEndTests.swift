@@ -45,15 +45,30 @@ import Testing
     @Test func sigtermWhileAcknowledgementsAreHeldBackWaitsFiveSecondsNamesWhatIsUnacknowledgedAndExits143() async throws {
         let url = try TestDatabase.freshDatabase(named: "e2e_replay_interrupt_sigterm")
         let daemon = try await Sluiced.start(databaseURL: url)
-        // A wide gap, so PostgreSQL is held back well before the second block is due, even on a loaded machine
-        // (with 3 s, a CI run took the lock only after the second block had committed).
-        let file = try recording(gap: 8)
+        // PostgreSQL holds back every row once the first block's 500 are in: a trigger waits for an advisory lock
+        // the test holds from the start. (Taking a table lock after the first ack raced the second block on a
+        // loaded machine, even 8 s later: it committed before the lock was taken.)
+        let lock = try await TableLock.holdAdvisory(url: url, key: 4_242)
+        try await onOwnThread {
+            let connection = try TestConnection(url: url)
+            try connection.query(
+                """
+                CREATE FUNCTION hold_after_first_block() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                  IF (SELECT count(*) FROM readings) >= 500 THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
+                  RETURN NEW;
+                END $$
+                """)
+            try connection.query(
+                "CREATE TRIGGER hold_after_first_block BEFORE INSERT ON readings FOR EACH ROW EXECUTE FUNCTION hold_after_first_block()")
+        }
+        // 4 s between the blocks: the first commits alone, not in one transaction with the second.
+        let file = try recording(gap: 4)
         defer { try? FileManager.default.removeItem(atPath: file) }
         let replay = try sluice(replayArguments(file, daemon))
         try await waitForRows(daemon, 500)
         try await replay.waitForStderr("acked 500 ")
         // The second block reaches the daemon but cannot commit, so no ack comes.
-        let lock = try await TableLock.hold(url: url, table: "readings")
         try await replay.waitForStderr("sent 1,000 ")
         let signalled = ContinuousClock.now
         replay.kill(SIGTERM)

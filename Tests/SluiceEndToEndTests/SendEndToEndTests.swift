@@ -109,16 +109,25 @@ final class TableLock: Sendable {
     private let done = DispatchSemaphore(value: 0)
 
     static func hold(url: String, table: String) async throws -> TableLock {
+        try await hold(url: url, taking: ["BEGIN", "LOCK TABLE \(table) IN ACCESS EXCLUSIVE MODE"], releasing: ["ROLLBACK"])
+    }
+
+    /// Holds PostgreSQL advisory lock `key` (session level) until `release()`.
+    static func holdAdvisory(url: String, key: Int) async throws -> TableLock {
+        try await hold(url: url, taking: ["SELECT pg_advisory_lock(\(key))"], releasing: ["SELECT pg_advisory_unlock(\(key))"])
+    }
+
+    /// Runs `taking` on a connection of its own thread, then `releasing` once `release()` is called.
+    static func hold(url: String, taking: [String], releasing: [String]) async throws -> TableLock {
         let lock = TableLock()
         try await withCheckedThrowingContinuation { (locked: CheckedContinuation<Void, any Error>) in
             let thread = Thread {
                 do {
                     let connection = try TestConnection(url: url)
-                    try connection.query("BEGIN")
-                    try connection.query("LOCK TABLE \(table) IN ACCESS EXCLUSIVE MODE")
+                    for statement in taking { try connection.query(statement) }
                     locked.resume()
                     lock.release.wait()
-                    _ = try? connection.query("ROLLBACK")
+                    for statement in releasing { _ = try? connection.query(statement) }
                 } catch {
                     locked.resume(throwing: error)
                 }

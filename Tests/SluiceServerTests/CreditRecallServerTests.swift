@@ -7,18 +7,6 @@ import Testing
 /// `CreditRecall` / `CreditReturn` over real sockets: what a client that says it answers recalls owes the
 /// server, and what it costs one that does not keep its word (only itself).
 @Suite struct CreditRecallServerTests {
-    func frame(request readings: UInt64) -> ClientFrame {
-        var request = CreditRequest()
-        request.readings = readings
-        return ClientFrame(.creditRequest(request))
-    }
-
-    func frame(giveBack readings: UInt64) -> ClientFrame {
-        var giveBack = CreditReturn()
-        giveBack.readings = readings
-        return ClientFrame(.creditReturn(giveBack))
-    }
-
     /// Keeps `client` alive while the test is busy elsewhere: a Ping every 100 ms (the server's heartbeat
     /// timeout counts frames from the client, and a test not reading answers no Ping).
     static func pinging(_ client: RawClient) -> Task<Void, Never>? {
@@ -50,7 +38,7 @@ import Testing
         let askerWelcome = try await asker.handshake(producer: producerID(71), creditReturns: true)
         #expect(askerWelcome.initialCredit == 0, "the budget is held")
         if let task = alive(asker) { keepAlive.append(task) }
-        try await asker.send(frame(request: 4_000))
+        try await asker.send(.creditRequest(4_000))
         return (server, holder, asker, keepAlive)
     }
 
@@ -68,7 +56,7 @@ import Testing
         #expect(recall.readings == 10_000, "everything it holds")
         // It uses 1,000 first (a batch crossing the recall), then gives back the rest.
         try await holder.sendBatch(Readings.batch(seq: 1, device: "holder", count: 1_000))
-        try await holder.send(frame(giveBack: 9_000))
+        try await holder.send(.creditReturn(9_000))
         holder.held.withLockedValue { $0 -= 9_000 }
         try await asker.sendBatchWhenCredit(Readings.batch(seq: 1, device: "asker", count: 4_000), timeout: .seconds(30))
         _ = try await asker.acks(for: [1], timeout: .seconds(30))
@@ -114,7 +102,7 @@ import Testing
         try await client.sendBatch(Readings.batch(seq: 1, count: 10))
         _ = try await client.acks(for: [1])
         // More than the whole budget: more than it can hold, whatever Credit is still on its way.
-        try await client.send(frame(giveBack: 10_001))
+        try await client.send(.creditReturn(10_001))
         let frames = try await client.framesUntilClosed()
         let error = frames.compactMap { if case .error(let e)? = $0.kind { e } else { nil } }.first
         #expect(error?.code == .resourceExhausted)

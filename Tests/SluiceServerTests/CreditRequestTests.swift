@@ -8,12 +8,6 @@ import Testing
 /// `CreditRequest` over real sockets against a real server and PostgreSQL (issue 14: a reconnect storm
 /// starved 183 of 200 producers for ever).
 @Suite struct CreditRequestServerTests {
-    func request(_ readings: UInt64) -> ClientFrame {
-        var request = CreditRequest()
-        request.readings = readings
-        return ClientFrame(.creditRequest(request))
-    }
-
     /// What every client holds after sluiced restarts: one 1,000-reading batch. 200 connect at once to a server
     /// with the shipped flow-control defaults; each asks for what its batch needs when its first window is
     /// smaller. Every one is acked, in a bound that holds on a loaded 2-core CI machine (the measured time is
@@ -42,7 +36,7 @@ import Testing
                     let batch = Readings.batch(seq: 1, device: "storm-\(n)", count: 1_000)
                     let asked = client.held.withLockedValue { $0 } < 1_000
                     let waitStart = ContinuousClock.now
-                    if asked { try await client.send(request(1_000)) }
+                    if asked { try await client.send(.creditRequest(1_000)) }
                     try await client.sendBatchWhenCredit(batch, timeout: .seconds(60))
                     let creditWait = ContinuousClock.now - waitStart
                     _ = try await client.acks(for: [1], timeout: .seconds(60))
@@ -77,7 +71,7 @@ import Testing
         #expect(welcome.maxBatchReadings == 20_000, "capped by the max window, not the validator's 65,536")
         #expect(welcome.initialCredit == 1_000)
         // A batch of max_batch_readings gets its credit through one request.
-        try await client.send(request(20_000))
+        try await client.send(.creditRequest(20_000))
         try await client.sendBatchWhenCredit(Readings.batch(seq: 1, count: 20_000), timeout: .seconds(10))
         _ = try await client.acks(for: [1])
         #expect(client.held.withLockedValue { $0 } >= 0)
@@ -89,7 +83,7 @@ import Testing
         defer { Task { await server.stop() } }
         let client = try await RawClient.connect(port: server.port)
         let welcome = try await client.handshake(producer: producerID(61))
-        try await client.send(request(UInt64(welcome.maxBatchReadings) + 1))
+        try await client.send(.creditRequest(UInt64(welcome.maxBatchReadings) + 1))
         let frames = try await client.framesUntilClosed()
         let error = frames.compactMap { if case .error(let e)? = $0.kind { e } else { nil } }.first
         #expect(error?.code == .invalidArgument)
@@ -105,7 +99,7 @@ import Testing
         let client = try await RawClient.connect(port: server.port)
         let welcome = try await client.handshake(producer: producerID(62))
         #expect(welcome.initialCredit == 100)
-        try await client.send(request(5_000), compressed: true)
+        try await client.send(.creditRequest(5_000), compressed: true)
         try await client.sendBatchWhenCredit(Readings.batch(seq: 1, count: 5_000), timeout: .seconds(10))
         _ = try await client.acks(for: [1])
         await client.close()

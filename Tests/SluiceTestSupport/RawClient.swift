@@ -249,3 +249,19 @@ public enum Readings {
 public func producerID(_ n: UInt8) -> [UInt8] {
     (0..<16).map { $0 == 15 ? n : UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
 }
+
+extension ClientFrame {
+    /// A `CreditRequest`: the client needs to hold `readings` credit in all for its next batch.
+    public static func creditRequest(_ readings: UInt64) -> ClientFrame {
+        var request = CreditRequest()
+        request.readings = readings
+        return ClientFrame(.creditRequest(request))
+    }
+
+    /// A `CreditReturn`: the client gives back `readings` of the credit it holds.
+    public static func creditReturn(_ readings: UInt64) -> ClientFrame {
+        var giveBack = CreditReturn()
+        giveBack.readings = readings
+        return ClientFrame(.creditReturn(giveBack))
+    }
+}

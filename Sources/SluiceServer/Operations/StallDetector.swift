@@ -5,7 +5,7 @@ import NIOCore
 /// Finds the classic failure of an async server: one accidental blocking call that freezes an event loop or
 /// the cooperative pool while everything looks idle.
 ///
-/// Every `interval` it schedules a no-op on each event loop and a short sleep on the cooperative pool, and
+/// Every `interval` each event loop runs a probe of its own and the cooperative pool a short sleep, and it
 /// records how late each one ran. Lateness goes to the histograms `sluice_event_loop_lag_seconds` (by loop)
 /// and `sluice_cooperative_pool_lag_seconds`; anything past `warnAfter` is logged as a warning naming the loop
 /// and the length of the stall.
@@ -30,24 +30,25 @@ public struct StallDetector: Sendable {
 
     /// Runs until cancelled.
     public func run() async {
-        await withTaskGroup(of: Void.self) { group in
-            for (index, loop) in loops.enumerated() {
-                group.addTask { await watch(loop: loop, name: "event-loop-\(index)") }
-            }
-            group.addTask { await watchCooperativePool() }
-        }
+        let probes = loops.enumerated().map { index, loop in watch(loop: loop, name: "event-loop-\(index)") }
+        await watchCooperativePool()
+        for probe in probes { probe.cancel() }
     }
 
-    private func watch(loop: any EventLoop, name: String) async {
+    /// Each loop times itself: a task it runs every `interval` measures how late it fired. Scheduling the probe
+    /// from a task on the cooperative pool instead would miss a blocked loop whenever the pool is busy too (a
+    /// loaded machine, or the very accident this looks for): the probe would go out only after the block.
+    private func watch(loop: any EventLoop, name: String) -> RepeatedTask {
         let timer = Metrics.Timer(label: "sluice_event_loop_lag_seconds", dimensions: [("loop", name)], factory: factory)
-        let clock = ContinuousClock()
-        while !Task.isCancelled {
-            do { try await Task.sleep(for: interval) } catch { return }
-            let scheduled = clock.now
-            // Runs when the loop gets to it: the delay is how long the loop was busy with something else.
-            let ran = try? await loop.submit { clock.now }.get()
-            guard let ran else { return }
-            record(lag: ran - scheduled, timer: timer, where: name)
+        let interval = TimeAmount.nanoseconds(Int64(interval.components.seconds * 1_000_000_000 + interval.components.attoseconds / 1_000_000_000))
+        let lastRun = NIOLoopBoundBox.makeBoxSendingValue(NIODeadline.now(), eventLoop: loop)
+        return loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            // The next run is scheduled `interval` after this one ends: lateness beyond it is time the loop
+            // spent on something else.
+            let now = NIODeadline.now()
+            let late = now - lastRun.value - interval
+            lastRun.value = now
+            record(lag: .nanoseconds(max(0, late.nanoseconds)), timer: timer, where: name)
         }
     }
 
