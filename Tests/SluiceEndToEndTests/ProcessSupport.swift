@@ -24,6 +24,8 @@ final class RunningProcess: Sendable {
     private let out = Mutex("")
     private let err = Mutex("")
     private let exit = Mutex<(Int32?, [CheckedContinuation<Int32, Never>])>((nil, []))
+    /// Pipes read to their end (stdout, stderr).
+    private let pipesAtEnd = Mutex(0)
 
     /// `slot`: given back when the process exits (or if it cannot be started).
     init(_ executable: String, _ arguments: [String], name: String, slot: DaemonSlot? = nil) throws {
@@ -38,11 +40,21 @@ final class RunningProcess: Sendable {
         process.standardError = errPipe
         outPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
-            self?.out.withLock { $0 += String(decoding: data, as: UTF8.self) }
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                self?.pipesAtEnd.withLock { $0 += 1 }
+            } else {
+                self?.out.withLock { $0 += String(decoding: data, as: UTF8.self) }
+            }
         }
         errPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
-            self?.err.withLock { $0 += String(decoding: data, as: UTF8.self) }
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                self?.pipesAtEnd.withLock { $0 += 1 }
+            } else {
+                self?.err.withLock { $0 += String(decoding: data, as: UTF8.self) }
+            }
         }
         process.terminationHandler = { [weak self] p in
             slot?.release()
@@ -89,7 +101,12 @@ final class RunningProcess: Sendable {
         // Poll rather than hang a test for ever if the child does not end.
         while ContinuousClock.now < deadline {
             if let code = exitCode {
-                try? await Task.sleep(for: .milliseconds(50))  // let the pipes drain
+                // The exit can be seen before the pipes are read to their end (a loaded machine cut a JSON log's
+                // last line): wait for both, or 10 s if a child of the process keeps one open.
+                let drained = ContinuousClock.now + .seconds(10)
+                while pipesAtEnd.withLock({ $0 }) < 2, ContinuousClock.now < drained {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
                 return code
             }
             try await Task.sleep(for: .milliseconds(20))

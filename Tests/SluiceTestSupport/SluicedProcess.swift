@@ -7,6 +7,8 @@ public final class SluicedProcess: Sendable {
     private let stderr = NIOLockedValueBox("")
     private let stdout = NIOLockedValueBox("")
     private let exitStatus = NIOLockedValueBox<Int32?>(nil)
+    /// Pipes read to their end (stdout, stderr): what the process wrote is all in `output` and `log`.
+    private let pipesAtEnd = NIOLockedValueBox(0)
 
     /// Starts `sluiced` with `arguments` and waits for its `sluiced: listening on 127.0.0.1:PORT` line.
     /// Takes one of `DaemonSlots` first (given back when the process exits), which bounds the PostgreSQL
@@ -57,13 +59,23 @@ public final class SluicedProcess: Sendable {
         process.standardError = pipe
         let outPipe = Pipe()
         process.standardOutput = outPipe
-        outPipe.fileHandleForReading.readabilityHandler = { [stdout = me.stdout] handle in
+        outPipe.fileHandleForReading.readabilityHandler = { [stdout = me.stdout, atEnd = me.pipesAtEnd] handle in
             let data = handle.availableData
-            if !data.isEmpty { stdout.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                atEnd.withLockedValue { $0 += 1 }
+            } else {
+                stdout.withLockedValue { $0 += String(decoding: data, as: UTF8.self) }
+            }
         }
-        pipe.fileHandleForReading.readabilityHandler = { [stderr = me.stderr] handle in
+        pipe.fileHandleForReading.readabilityHandler = { [stderr = me.stderr, atEnd = me.pipesAtEnd] handle in
             let data = handle.availableData
-            if !data.isEmpty { stderr.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                atEnd.withLockedValue { $0 += 1 }
+            } else {
+                stderr.withLockedValue { $0 += String(decoding: data, as: UTF8.self) }
+            }
         }
         process.terminationHandler = { [exitStatus = me.exitStatus] p in
             exitStatus.withLockedValue { $0 = p.terminationStatus }
@@ -85,11 +97,20 @@ public final class SluicedProcess: Sendable {
         Foundation.kill(process.processIdentifier, signal)
     }
 
-    /// The exit status once the process ended, waiting up to `timeout`.
+    /// The exit status once the process ended, waiting up to `timeout`; by then `log` and `output` hold all it
+    /// wrote (the exit can be seen before the pipes are read to their end: on a loaded machine a test read a
+    /// log whose last line was cut). A child that keeps a pipe open (an embedded PostgreSQL) ends that wait
+    /// after 10 s.
     public func waitForExit(timeout: Duration = .seconds(30)) async throws -> Int32 {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if let status = exitStatus.withLockedValue({ $0 }) { return status }
+            if let status = exitStatus.withLockedValue({ $0 }) {
+                let drained = ContinuousClock.now + .seconds(10)
+                while pipesAtEnd.withLockedValue({ $0 }) < 2, ContinuousClock.now < drained {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                return status
+            }
             try await Task.sleep(for: .milliseconds(20))
         }
         throw TestSetupError("sluiced did not exit within \(timeout)")
