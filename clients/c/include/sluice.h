@@ -56,6 +56,18 @@
  * thread. Name resolution of a non-numeric host uses getaddrinfo(), which blocks and allocates through the
  * C library; give numeric addresses (e.g. "10.0.0.5:7878", "[::1]:7878") to avoid both.
  *
+ * Callbacks (the ack callback, seq hooks, allocator hooks): they run inside a call on the handle, which is
+ * in the middle of its work. From inside one of them, on the same handle:
+ *   - sluice_close() is allowed and deferred: the call that ran the callback stops at its next step, frees
+ *     the handle and returns SLUICE_ERR_STATE (or the error it already had); do not touch the handle after
+ *     that call returns.
+ *   - sluice_err(), sluice_errstr(), sluice_get_state(), sluice_get_stats(), sluice_fd(), sluice_events()
+ *     and sluice_timeout_ms() are allowed (they only read).
+ *   - every other call (sluice_append, sluice_send, sluice_poll, sluice_flush, sluice_connect) does nothing
+ *     and returns SLUICE_ERR_STATE, with a message saying it was called from a callback. Remember what
+ *     to do and do it after the outer call returns.
+ * Other handles may be used freely from a callback.
+ *
  * The wire protocol is proto/sluice/v1/sluice.proto and DESIGN.md §2 in the sluice repository.
  */
 #ifndef SLUICE_H
@@ -241,7 +253,8 @@ void sluice_config_init(sluice_config *cfg);
  * must outlive the handle). The file holds one decimal number and a newline. A store writes `path.tmp`,
  * fsyncs it, renames it over `path` and fsyncs the directory, so a power cut leaves the old value or the
  * new one, never a torn file. They allocate nothing and print nothing; errors come back as -errno
- * (-EINVAL: the file does not hold a seq; -ENAMETOOLONG: path longer than 4000 bytes), and
+ * (-EINVAL: the file does not hold a seq; -ENAMETOOLONG: a directory part longer than 700 bytes or a file
+ * name longer than 255; they use under 1 KiB of stack), and
  * sluice_errstr() names the path and the reason.
  */
 int sluice_seq_file_load(void *path, uint64_t *next_seq);

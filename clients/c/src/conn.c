@@ -256,7 +256,7 @@ static int ask_for_credit(sluice_client *c, uint64_t need) {
    boundaries, each batch only once credit covers it. Seals new batches from the queue as credit allows. */
 static int flush_tx(sluice_client *c) {
     int rc = SLUICE_OK;
-    while (c->fd >= 0 && !c->connect_pending) {
+    while (c->fd >= 0 && !c->connect_pending && !c->close_deferred) {
         if (c->hello_off < c->hello_len) {
             long w = write_some(c, c->hello + c->hello_off, c->hello_len - c->hello_off, &rc);
             if (w <= 0) return rc;
@@ -331,6 +331,10 @@ static int flush_tx(sluice_client *c) {
             if (ask_for_credit(c, want)) continue;
             return rc;
         }
+        if (c->next_seq == 0) {
+            return sl_seterr(c, SLUICE_ERR_STATE,
+                             "every seq up to 2^64-1 is used: no further batch can be sent as this producer_id");
+        }
         /* The seq must be durably reserved before a batch carrying it exists (seq_store hook). */
         int prc = sl_seq_reserve(c, sl_now_ms());
         if (prc == 1) return rc;
@@ -384,7 +388,7 @@ static int parse_frames(sluice_client *c) {
         c->progress++;
         int r = sl_handle_frame(c, flags, c->rx + off + 5, len);
         if (r != SLUICE_OK && rc == SLUICE_OK) rc = r;
-        if (c->fd < 0) return rc; /* the frame ended the connection */
+        if (c->fd < 0 || c->close_deferred) return rc; /* the frame ended the connection, or a callback the handle */
         off += 5 + (size_t)len;
     }
     if (off > 0) {
@@ -420,7 +424,7 @@ static int on_eof(sluice_client *c) {
 
 static int read_some(sluice_client *c) {
     int rc = SLUICE_OK;
-    while (c->fd >= 0) {
+    while (c->fd >= 0 && !c->close_deferred) {
         ssize_t r = recv(c->fd, c->rx + c->rx_len, c->rx_cap - c->rx_len, 0);
         if (r > 0) {
             c->rx_len += (size_t)r;
@@ -559,6 +563,7 @@ static void keep_first(int *rc, int r) {
 
 int sl_pump(sluice_client *c, int timeout_ms) {
     int rc = SLUICE_OK;
+    if (c->close_deferred) return SLUICE_ERR_STATE;
     uint64_t now = sl_now_ms();
     uint64_t progress = c->progress;
     keep_first(&rc, run_timers(c, now));
@@ -588,6 +593,7 @@ int sl_pump(sluice_client *c, int timeout_ms) {
         }
         if (n > 0 && c->fd >= 0 && !c->connect_pending && (pfd.revents & (POLLIN | POLLHUP | POLLERR)))
             keep_first(&rc, read_some(c));
+        if (c->close_deferred) return rc;
         if (c->fd >= 0 && !c->connect_pending) keep_first(&rc, flush_tx(c));
     } else if (wait > 0) {
         poll(NULL, 0, (int)wait);

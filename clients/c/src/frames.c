@@ -206,6 +206,22 @@ static int on_welcome(sluice_client *c, const Sluice__V1__Welcome *w) {
         sl_drop_connection(c, 0);
         return SLUICE_ERR_UNSUPPORTED;
     }
+    /* committed_seq is the server's word on this producer: it cannot be the last seq there is (nothing could
+       follow it), nor above what this run has sealed once it sealed any (the server cannot have committed a
+       batch never sent; another device using the same producer_id would explain it). */
+    if (w->committed_seq == UINT64_MAX) {
+        sl_seterr(c, SLUICE_ERR_PROTOCOL, "server's Welcome.committed_seq is 2^64-1: no seq is left to send");
+        sl_drop_connection(c, -1);
+        return SLUICE_ERR_PROTOCOL;
+    }
+    if (c->st.last_seq != 0 && w->committed_seq > c->st.last_seq) {
+        sl_seterr(c, SLUICE_ERR_PROTOCOL,
+                  "server's Welcome.committed_seq %llu is above the highest seq this client has sent (%llu): is "
+                  "another device using the same producer_id?",
+                  (unsigned long long)w->committed_seq, (unsigned long long)c->st.last_seq);
+        sl_drop_connection(c, -1);
+        return SLUICE_ERR_PROTOCOL;
+    }
     c->credit = w->initial_credit;
     c->session_id = w->session_id;
     c->srv_max_batch_readings = w->max_batch_readings;
@@ -236,6 +252,12 @@ static int on_ack(sluice_client *c, const Sluice__V1__Ack *ack) {
     if (b == NULL || b == c->tx_batch) {
         /* Not outstanding here: already settled by Welcome.committed_seq or a repeated ack. Harmless. */
         return SLUICE_OK;
+    }
+    if ((uint64_t)ack->accepted + ack->rejected > b->readings) {
+        sl_seterr(c, SLUICE_ERR_PROTOCOL, "server's Ack for batch %llu counts %u accepted + %u rejected readings, but "
+                  "the batch held %u", (unsigned long long)ack->seq, ack->accepted, ack->rejected, b->readings);
+        sl_drop_connection(c, -1);
+        return SLUICE_ERR_PROTOCOL;
     }
     b = take_unacked(c, ack->seq);
     c->st.batches_acked++;

@@ -186,6 +186,11 @@ struct sluice_client {
     uint64_t rng;
 
     sluice_stats st;
+
+    /* re-entrancy: set while a public call runs (its callbacks may not call back in, except sluice_close,
+       which is deferred until the outermost call returns) */
+    int busy;
+    int close_deferred;
 };
 
 int sl_seterr(sluice_client *c, int code, const char *fmt, ...)
@@ -195,6 +200,8 @@ int sl_seterr(sluice_client *c, int code, const char *fmt, ...)
     ;
 
 uint64_t sl_now_ms(void);
+/* Overwrites n bytes in a way the compiler may not elide (the token in the Hello buffer). */
+void sl_wipe(void *p, size_t n);
 
 /* conn.c */
 int sl_parse_endpoints(sluice_client *c, const char *text);
