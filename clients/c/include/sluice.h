@@ -53,10 +53,12 @@
  * Thread safety: no global state and no hidden threads. A handle may be used from any thread, but by one
  * thread at a time (serialise calls on one handle yourself). Different handles are independent. The
  * allocator hooks and the ack callback are called only from inside calls on the handle, on the calling
- * thread. Name resolution of a non-numeric host uses getaddrinfo(), which blocks and allocates through the
- * C library; give numeric addresses (e.g. "10.0.0.5:7878", "[::1]:7878") to avoid both.
+ * thread. With the default POSIX transport, name resolution of a non-numeric host uses getaddrinfo(), which
+ * blocks and allocates through the C library; give numeric addresses (e.g. "10.0.0.5:7878", "[::1]:7878") to
+ * avoid both, or a transport of your own (config.transport).
  *
- * Callbacks (the ack callback, seq hooks, allocator hooks): they run inside a call on the handle, which is
+ * Callbacks (the ack callback, the log hook, seq and store hooks, allocator hooks, the transport's functions):
+ * they run inside a call on the handle, which is
  * in the middle of its work. From inside one of them, on the same handle:
  *   - sluice_close() is allowed and deferred: the call that ran the callback stops at its next step, frees
  *     the handle and returns SLUICE_ERR_STATE (or the error it already had); do not touch the handle after
@@ -181,6 +183,61 @@ typedef void (*sluice_ack_fn)(void *user, const sluice_ack *ack);
 typedef int (*sluice_seq_load_fn)(void *user, uint64_t *next_seq);
 typedef int (*sluice_seq_store_fn)(void *user, uint64_t next_seq);
 
+/* ---- Transport -------------------------------------------------------------------------------------- */
+
+/**
+ * How libsluice reaches the server and tells time (like coreMQTT's TransportInterface_t): give your own for
+ * lwIP, a cellular modem's socket API, an RTOS, or TLS (sluice_tls_transport() with TLS=mbedtls). The
+ * default, sluice_transport_posix(), is non-blocking TCP over POSIX sockets with CLOCK_MONOTONIC; it tries
+ * every address getaddrinfo() gives for a host name, in order (numeric addresses need no resolver).
+ *
+ * Every call is non-blocking and gets `ctx` and `conn`: `conn` is conn_size bytes the library allocates once
+ * (through its allocator, at create) for the state of one connection; the transport keeps whatever it needs
+ * there between connect and close. Error texts go into err[errlen] (NUL-terminated); sluice_errstr() then
+ * names the endpoint and quotes them.
+ *
+ * connect: starts connecting to host:port (strings as given in config.endpoints). 0: started (or done);
+ *          negative: failed now (nothing to close).
+ * send:    writes up to n bytes. Returns bytes written (> 0), 0 when it cannot write now (the connection or
+ *          TLS handshake is still in progress, or buffers are full), or SLUICE_TRANSPORT_ERROR.
+ * recv:    reads up to n bytes. Returns bytes read (> 0), 0 when nothing is available now,
+ *          SLUICE_TRANSPORT_CLOSED when the server closed the connection, or SLUICE_TRANSPORT_ERROR.
+ * close:   closes the connection opened by connect (also a failed or half-open one).
+ * wait:    waits up to timeout_ms (0: does not wait) until `conn` can make progress on `events`
+ *          (SLUICE_WANT_READ / SLUICE_WANT_WRITE) and returns the events that can (0 when the time ran out);
+ *          an error or hang-up counts as readable (recv then reports it). With conn NULL it only sleeps.
+ * fd:      optional (NULL: sluice_fd() is -1): the file descriptor an event loop waits on.
+ * events:  optional (NULL: as asked): maps the events the library wants to those to wait for on fd (a TLS
+ *          handshake may need to read when the library wants to write).
+ * now_ms:  a monotonic clock in milliseconds (it need not start at 0; it must never go back).
+ */
+#define SLUICE_TRANSPORT_CLOSED (-1)
+#define SLUICE_TRANSPORT_ERROR (-2)
+typedef struct sluice_transport {
+    size_t conn_size;
+    int (*connect)(void *ctx, void *conn, const char *host, const char *port, char *err, size_t errlen);
+    long (*send)(void *ctx, void *conn, const uint8_t *p, size_t n, char *err, size_t errlen);
+    long (*recv)(void *ctx, void *conn, uint8_t *p, size_t n, char *err, size_t errlen);
+    void (*close)(void *ctx, void *conn);
+    int (*wait)(void *ctx, void *conn, int events, int timeout_ms);
+    int (*fd)(void *ctx, void *conn);
+    int (*events)(void *ctx, void *conn, int want);
+    uint64_t (*now_ms)(void *ctx);
+    void *ctx;
+} sluice_transport;
+
+/** The default transport: POSIX sockets, getaddrinfo() (every address), CLOCK_MONOTONIC. Never NULL. */
+const sluice_transport *sluice_transport_posix(void);
+
+/* ---- Log hook --------------------------------------------------------------------------------------- */
+
+#define SLUICE_LOG_ERROR 0 /* an error a call returned (the same sentence as sluice_errstr)   */
+#define SLUICE_LOG_WARN 1  /* the connection was lost, the server sent GoAway                */
+#define SLUICE_LOG_INFO 2  /* connecting, session opened                                     */
+/** Called from inside calls on the handle (the callback rules at the top of this file apply). `msg` is
+    valid only during the call. */
+typedef void (*sluice_log_fn)(void *user, int level, const char *msg);
+
 /**
  * Configuration. Call sluice_config_init() first, then set what you need; a zero numeric field means
  * "the default" (shown in brackets). sluice_create() copies everything it needs: the struct and the
@@ -241,6 +298,13 @@ typedef struct sluice_config {
     /** Seqs reserved by one seq_store call [64], at most 1048576. Larger: fewer writes, bigger jumps after
         a reboot. */
     uint32_t seq_reserve;
+
+    /** Optional transport (see sluice_transport); NULL = sluice_transport_posix(). Copied at create; its
+        ctx must stay valid until sluice_close(). */
+    const sluice_transport *transport;
+    /** Optional log hook and its argument; NULL = silent. */
+    sluice_log_fn log;
+    void *log_user;
 } sluice_config;
 
 /** Fills `cfg` with the defaults (all zero: every field takes its default). */
@@ -397,6 +461,9 @@ typedef struct sluice_stats {
 
 /** Fills `out`. */
 void sluice_get_stats(const sluice_client *c, sluice_stats *out);
+
+/** The reason the server gave in its last GoAway (e.g. "shutting down"), "" if it sent none. Never NULL. */
+const char *sluice_goaway_reason(const sluice_client *c);
 
 #ifdef __cplusplus
 }

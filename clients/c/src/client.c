@@ -26,7 +26,18 @@ int sl_seterr(sluice_client *c, int code, const char *fmt, ...) {
     vsnprintf(c->errstr, sizeof c->errstr, fmt, ap);
     va_end(ap);
     c->err = code;
+    if (c->cfg.log != NULL) c->cfg.log(c->cfg.log_user, SLUICE_LOG_ERROR, c->errstr);
     return code;
+}
+
+void sl_log(sluice_client *c, int level, const char *fmt, ...) {
+    if (c->cfg.log == NULL) return;
+    char line[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    c->cfg.log(c->cfg.log_user, level, line);
 }
 
 void sluice_config_init(sluice_config *cfg) {
@@ -107,7 +118,6 @@ sluice_client *sluice_create(const sluice_config *cfg) {
     if (c == NULL) return NULL;
     memset(c, 0, sizeof *c);
     c->mem = mem;
-    c->fd = -1;
     c->next_seq = 1;
     c->state = SLUICE_STATE_FAILED; /* until the config is accepted */
     if (cfg == NULL) {
@@ -116,11 +126,31 @@ sluice_client *sluice_create(const sluice_config *cfg) {
     }
     c->cfg = *cfg;
     c->cfg.allocator = NULL;
+    c->cfg.transport = NULL;
+    c->cfg.log = NULL; /* until the config is accepted: errors of a refused config are not logged */
+    if (cfg->transport != NULL) {
+        c->tp = *cfg->transport;
+    } else {
+#ifndef SLUICE_NO_POSIX
+        c->tp = *sluice_transport_posix();
+#endif
+    }
+    if (c->tp.connect == NULL || c->tp.send == NULL || c->tp.recv == NULL || c->tp.close == NULL ||
+        c->tp.wait == NULL || c->tp.now_ms == NULL) {
+        sl_seterr(c, SLUICE_ERR_INVALID, "config.transport needs connect, send, recv, close, wait and now_ms");
+        return c;
+    }
     if (c->cfg.first_seq > 1) c->next_seq = c->cfg.first_seq;
     apply_defaults(&c->cfg);
     if (validate(c, &c->cfg) != SLUICE_OK) return c;
     c->mem.limit = c->cfg.memory_limit;
     c->mem.tier_limit[SL_TIER_FIXED] = c->cfg.memory_limit;
+    c->conn = sl_alloc(&c->mem, c->tp.conn_size ? c->tp.conn_size : 1, SL_TIER_FIXED);
+    if (c->conn == NULL) {
+        sl_seterr(c, SLUICE_ERR_NOMEM, "no memory for the transport's %zu-byte connection state", c->tp.conn_size);
+        return c;
+    }
+    memset(c->conn, 0, c->tp.conn_size ? c->tp.conn_size : 1);
 
     /* Fixed buffers, counted against the ceiling like everything else. */
     if (sl_parse_endpoints(c, c->cfg.endpoints) != SLUICE_OK) return c;
@@ -165,7 +195,8 @@ sluice_client *sluice_create(const sluice_config *cfg) {
     /* Last: the stored seq decides where this run starts (never below a seq an earlier run may have used). */
     if (sl_seq_load(c) != SLUICE_OK) return c;
 
-    uint64_t seed = sl_now_ms() ^ (uint64_t)(uintptr_t)c;
+    c->cfg.log = cfg->log;
+    uint64_t seed = sl_now_ms(c) ^ (uint64_t)(uintptr_t)c;
     for (int i = 0; i < 16; i++) seed = seed * 1099511628211ull ^ c->cfg.producer_id[i];
     c->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
     c->state = SLUICE_STATE_IDLE;
@@ -196,6 +227,7 @@ static void destroy(sluice_client *c) {
     if (c->hello != NULL) sl_wipe(c->hello, c->hello_len); /* it holds the token */
     sl_free(&c->mem, c->hello);
     sl_free(&c->mem, c->rx);
+    sl_free(&c->mem, c->conn);
     sl_mem mem = c->mem;
     sl_wipe(c, sizeof *c);
     sl_free(&mem, c);
@@ -368,7 +400,7 @@ static int wait_until(sluice_client *c, int (*done)(const sluice_client *), uint
             if (rejected[0]) return sl_seterr(c, SLUICE_ERR_REJECTED, "%s", rejected);
             return SLUICE_OK;
         }
-        uint64_t now = sl_now_ms();
+        uint64_t now = sl_now_ms(c);
         if (now >= deadline) break;
         uint64_t left = deadline - now;
         int r = sl_pump(c, left > 1000000 ? 1000000 : (int)left);
@@ -404,7 +436,7 @@ static int do_send(sluice_client *c) {
     if (rc != SLUICE_OK) return rc;
     submit(c);
     if (c->cfg.nonblocking) return sl_pump(c, 0);
-    return wait_until(c, all_written, sl_now_ms() + c->cfg.io_timeout_ms, "sluice_send", c->cfg.io_timeout_ms);
+    return wait_until(c, all_written, sl_now_ms(c) + c->cfg.io_timeout_ms, "sluice_send", c->cfg.io_timeout_ms);
 }
 
 static int do_flush(sluice_client *c, int timeout_ms) {
@@ -418,7 +450,7 @@ static int do_flush(sluice_client *c, int timeout_ms) {
         if (all_acked(c)) return SLUICE_OK;
         if (rc != SLUICE_OK) return rc;
     }
-    return wait_until(c, all_acked, sl_now_ms() + (uint64_t)timeout_ms, "sluice_flush", (unsigned)timeout_ms);
+    return wait_until(c, all_acked, sl_now_ms(c) + (uint64_t)timeout_ms, "sluice_flush", (unsigned)timeout_ms);
 }
 
 void sluice_get_stats(const sluice_client *c, sluice_stats *out) {
@@ -473,4 +505,8 @@ int sluice_append(sluice_client *c, const char *device_id, const char *metric, i
     int rc = enter(c, "sluice_append");
     if (rc != SLUICE_OK) return rc;
     return leave(c, do_append_series(c, device_id, metric, 1, &time_us, &value, quality ? &quality : NULL));
+}
+
+const char *sluice_goaway_reason(const sluice_client *c) {
+    return c != NULL ? c->goaway_reason : "";
 }

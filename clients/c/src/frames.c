@@ -1,5 +1,6 @@
 /* Frames the client writes (Hello, Ping, Pong, CreditRequest, CreditReturn) and what it does with each frame
    the server sends. */
+#include <stdio.h>
 #include <string.h>
 
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createDCtx_advanced: zstd allocates through our hooks */
@@ -240,6 +241,10 @@ static int on_welcome(sluice_client *c, const Sluice__V1__Welcome *w) {
     c->deadline_ms = 0;
     c->st.connects++;
     c->credit_stalled = 0;
+    sl_log(c, SLUICE_LOG_INFO, "session %llu open with %s:%s: credit %llu, committed_seq %llu, next seq %llu",
+           (unsigned long long)c->session_id, c->endpoints[c->endpoint_current].host,
+           c->endpoints[c->endpoint_current].port, (unsigned long long)c->credit,
+           (unsigned long long)w->committed_seq, (unsigned long long)c->next_seq);
     return SLUICE_OK;
 }
 
@@ -308,6 +313,9 @@ static int on_error(sluice_client *c, const Sluice__V1__Error *e) {
 
 static int on_go_away(sluice_client *c, const Sluice__V1__GoAway *g) {
     c->goaway_delay_ms = g->reconnect_after_ms;
+    snprintf(c->goaway_reason, sizeof c->goaway_reason, "%s", g->reason ? g->reason : "");
+    sl_log(c, SLUICE_LOG_WARN, "server %s sent GoAway (%s): reconnecting in %u ms once its acks are in",
+           c->endpoints[c->endpoint_current].host, c->goaway_reason, g->reconnect_after_ms);
     if (c->state == SLUICE_STATE_CONNECTING) {
         sl_seterr(c, SLUICE_ERR_SERVER, "server is draining (GoAway: %s); reconnecting in %u ms",
                   g->reason ? g->reason : "", g->reconnect_after_ms);
@@ -317,7 +325,7 @@ static int on_go_away(sluice_client *c, const Sluice__V1__GoAway *g) {
     if (c->state == SLUICE_STATE_READY) {
         c->state = SLUICE_STATE_DRAINING;
         uint32_t t = c->cfg.io_timeout_ms;
-        c->deadline_ms = sl_now_ms() + t;
+        c->deadline_ms = sl_now_ms(c) + t;
     }
     return SLUICE_OK;
 }

@@ -144,9 +144,12 @@ struct sluice_client {
     uint64_t unacked_batches, unacked_readings;
 
     /* connection */
+    sluice_transport tp; /* copied at create */
+    void *conn;          /* tp.conn_size bytes: the transport's state of the connection */
+    int conn_open;       /* between tp.connect and tp.close */
+    char terr[160];      /* the transport's last error text */
+    char goaway_reason[128];
     int state;
-    int fd;
-    int connect_pending; /* TCP connect in progress */
     uint64_t deadline_ms;     /* connect/handshake or drain deadline */
     uint64_t reconnect_at_ms;
     uint32_t backoff_attempt;
@@ -199,7 +202,13 @@ int sl_seterr(sluice_client *c, int code, const char *fmt, ...)
 #endif
     ;
 
-uint64_t sl_now_ms(void);
+uint64_t sl_now_ms(const sluice_client *c); /* the transport's clock */
+/* Formats and hands a line to config.log, if set. */
+void sl_log(sluice_client *c, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
 /* Overwrites n bytes in a way the compiler may not elide (the token in the Hello buffer). */
 void sl_wipe(void *p, size_t n);
 
