@@ -183,6 +183,31 @@ typedef void (*sluice_ack_fn)(void *user, const sluice_ack *ack);
 typedef int (*sluice_seq_load_fn)(void *user, uint64_t *next_seq);
 typedef int (*sluice_seq_store_fn)(void *user, uint64_t next_seq);
 
+/**
+ * Store-and-forward hooks (optional: all four or none), so that batches not yet acknowledged survive a
+ * crash or power cut of the device: they are kept in storage the device owns (flash, a file) and resent,
+ * byte for byte with their seqs, after a restart (the server acks what it already committed as duplicates,
+ * so each reading lands exactly once). Use them with seq hooks (sluice_config_seq_file), so that seqs keep
+ * rising across restarts also once the store is empty.
+ *
+ * store_put:    keeps a sealed batch (its seq, reading count and whole frame) before it is first written.
+ *               0: kept (durably, by the hook's own policy); non-zero: not now (e.g. storage full). The batch
+ *               then waits unsent and nothing more is sealed; the put is retried after an ack frees storage,
+ *               or 1 s later, and the call reports SLUICE_ERR_PERSIST.
+ * store_remove: the batch was acknowledged (or rejected whole): it need no longer be kept. A failure is only
+ *               logged: a batch kept too long is resent once after a restart and acked as a duplicate.
+ * store_next:   at sluice_create: the first kept batch with a seq above `after` (0 for the first): 0 and its
+ *               seq, readings and frame length; 1 when there is none; negative on failure (sluice_create then
+ *               fails with SLUICE_ERR_PERSIST).
+ * store_read:   at sluice_create: copies the frame of kept batch `seq` (len bytes) into buf; 0 on success.
+ * Kept batches are loaded in seq order as unacknowledged (they count against memory_limit) and the next seq
+ * is set above them.
+ */
+typedef int (*sluice_store_put_fn)(void *user, uint64_t seq, uint32_t readings, const uint8_t *frame, size_t len);
+typedef int (*sluice_store_remove_fn)(void *user, uint64_t seq);
+typedef int (*sluice_store_next_fn)(void *user, uint64_t after, uint64_t *seq, uint32_t *readings, size_t *len);
+typedef int (*sluice_store_read_fn)(void *user, uint64_t seq, uint8_t *buf, size_t len);
+
 /* ---- Transport -------------------------------------------------------------------------------------- */
 
 /**
@@ -305,7 +330,58 @@ typedef struct sluice_config {
     /** Optional log hook and its argument; NULL = silent. */
     sluice_log_fn log;
     void *log_user;
+
+    /** Optional store-and-forward hooks (see sluice_store_put_fn): all four or none; for a file,
+        sluice_config_store_file(). `store_user` is not copied: it must stay valid until sluice_close(). */
+    sluice_store_put_fn store_put;
+    sluice_store_remove_fn store_remove;
+    sluice_store_next_fn store_next;
+    sluice_store_read_fn store_read;
+    void *store_user;
 } sluice_config;
+
+/* ---- Store-and-forward in a file (POSIX) ------------------------------------------------------------ */
+
+#define SLUICE_STORE_FILE_MAX_BATCHES 256 /* batches one file store keeps at most */
+#define SLUICE_FSYNC_EVERY_BATCH 0 /* fdatasync after each put: survives power loss [default]         */
+#define SLUICE_FSYNC_NEVER 1       /* the OS writes back when it likes: survives a crash of the process,
+                                      not a power cut; for storage that wears out or is slow to sync   */
+
+/**
+ * A bounded ring of batches in one file: `capacity` bytes of data after a 128-byte header, written
+ * sequentially and wrapping around; records carry their position and a CRC-32, so after a torn write
+ * (power cut mid-record) the store recovers every record before it. Removal writes a one-byte tombstone.
+ * The file store allocates nothing; the struct (about 6 KiB) is yours, e.g. static. Its fields are private.
+ */
+typedef struct sluice_store_file {
+    int fd;
+    int fsync_policy;
+    uint64_t capacity;
+    uint64_t head, tail, tail_synced; /* positions in the ring's lifetime (monotonic) */
+    uint32_t counter;                 /* header generation */
+    unsigned n, first;                /* kept records: idx[first .. first + n) mod max */
+    struct {
+        uint64_t seq, pos;
+        uint32_t readings, len;
+        int live;
+    } idx[SLUICE_STORE_FILE_MAX_BATCHES];
+} sluice_store_file;
+
+/**
+ * Opens (or creates) the store file at `path` with `capacity` bytes of ring (at least 64 KiB; an existing
+ * file keeps the capacity it was created with) and recovers what it holds. 0, or -errno (-EINVAL: not a
+ * store file, -ENOSPC: capacity too small).
+ */
+int sluice_store_file_open(sluice_store_file *s, const char *path, uint64_t capacity, int fsync_policy);
+/** Closes the file (after sluice_close() of the handle using it). */
+void sluice_store_file_close(sluice_store_file *s);
+/** Sets the four store hooks and store_user of `cfg` to the file store `s`. */
+void sluice_config_store_file(sluice_config *cfg, sluice_store_file *s);
+/** The hooks themselves (`user` is the sluice_store_file). */
+int sluice_store_file_put(void *user, uint64_t seq, uint32_t readings, const uint8_t *frame, size_t len);
+int sluice_store_file_remove(void *user, uint64_t seq);
+int sluice_store_file_next(void *user, uint64_t after, uint64_t *seq, uint32_t *readings, size_t *len);
+int sluice_store_file_read(void *user, uint64_t seq, uint8_t *buf, size_t len);
 
 /** Fills `cfg` with the defaults (all zero: every field takes its default). */
 void sluice_config_init(sluice_config *cfg);
@@ -453,6 +529,8 @@ typedef struct sluice_stats {
     uint64_t batches_compressed;
     uint64_t seq_stored;        /* the next_seq last stored through seq_store (0 = none this run)       */
     uint64_t seq_stores;        /* successful seq_store calls                                         */
+    uint64_t store_puts;        /* batches kept through store_put                                     */
+    uint64_t batches_restored;  /* kept batches loaded at create (store-and-forward)                  */
     size_t memory_used;         /* bytes held now, through the allocator                              */
     size_t memory_peak;
     size_t memory_limit;

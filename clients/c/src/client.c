@@ -99,6 +99,13 @@ static int validate(sluice_client *c, const sluice_config *k) {
         return sl_seterr(c, SLUICE_ERR_INVALID,
                          "config.seq_load and config.seq_store go together: set both (e.g. with "
                          "sluice_config_seq_file) or neither");
+    {
+        int n = (k->store_put != NULL) + (k->store_remove != NULL) + (k->store_next != NULL) + (k->store_read != NULL);
+        if (n != 0 && n != 4)
+            return sl_seterr(c, SLUICE_ERR_INVALID,
+                             "config.store_put, store_remove, store_next and store_read go together: set all four "
+                             "(e.g. with sluice_config_store_file) or none");
+    }
     if (k->seq_load == sluice_seq_file_load && (k->seq_user == NULL || ((const char *)k->seq_user)[0] == '\0'))
         return sl_seterr(c, SLUICE_ERR_INVALID, "config.seq_user must be the seq file's path for the file hooks");
     if (k->seq_reserve > SL_MAX_SEQ_RESERVE)
@@ -194,6 +201,8 @@ sluice_client *sluice_create(const sluice_config *cfg) {
 
     /* Last: the stored seq decides where this run starts (never below a seq an earlier run may have used). */
     if (sl_seq_load(c) != SLUICE_OK) return c;
+    /* Then the batches kept by the store hooks: unacked again, resent first, the next seq above them. */
+    if (sl_store_load(c) != SLUICE_OK) return c;
 
     c->cfg.log = cfg->log;
     uint64_t seed = sl_now_ms(c) ^ (uint64_t)(uintptr_t)c;

@@ -243,6 +243,10 @@ static int flush_tx(sluice_client *c) {
                 if (ask_for_credit(c, b->readings)) continue;
                 return rc;
             }
+            /* kept in storage before its first byte goes out (store hooks) */
+            int src = sl_store_put(c, b);
+            if (src == 1) return rc;
+            if (src != SLUICE_OK) return src;
             c->credit -= b->readings;
             c->credit_stalled = 0;
             c->credit_requested = 0;
@@ -278,6 +282,7 @@ static int flush_tx(sluice_client *c) {
             return sl_seterr(c, erc, "could not encode a batch of up to %llu readings: %s", (unsigned long long)lim,
                              erc == SLUICE_ERR_NOMEM ? "the allocator returned NULL" : "nothing fits max_batch_bytes");
         }
+        b->stored = 0;
         c->next_seq++;
         c->st.last_seq = b->seq;
         if (b->compressed) c->st.batches_compressed++;
@@ -448,6 +453,8 @@ static int64_t next_timer(const sluice_client *c, uint64_t now) {
         if (c->state == SLUICE_STATE_READY && c->queue.readings > 0 && sl_seq_waiting(c, now) &&
             (at == 0 || c->seq_retry_at_ms < at))
             at = c->seq_retry_at_ms;
+        if (c->state == SLUICE_STATE_READY && sl_store_waiting(c, now) && (at == 0 || c->store_retry_at_ms < at))
+            at = c->store_retry_at_ms;
         if (at == 0) return -1;
         break;
     default:
@@ -470,6 +477,7 @@ static int wants_write(const sluice_client *c) {
     if (c->state != SLUICE_STATE_READY) return 0;
     if (c->tx_batch != NULL) {
         uint64_t need = c->tx_batch->readings;
+        if (sl_store_waiting(c, sl_now_ms(c))) return 0;
         return c->credit >= need || (c->srv_credit_requests && need != c->credit_requested &&
                                      (c->srv_max_batch_readings == 0 || need <= c->srv_max_batch_readings));
     }

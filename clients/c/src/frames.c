@@ -269,6 +269,7 @@ static int on_ack(sluice_client *c, const Sluice__V1__Ack *ack) {
     if (ack->duplicate) c->st.batches_duplicate++;
     c->st.readings_accepted += ack->accepted;
     c->st.readings_rejected += ack->rejected;
+    sl_store_remove(c, b);
     report(c, b, ack, 0, 0, NULL);
     sl_batch_free(&c->mem, b);
     return SLUICE_OK;
@@ -291,6 +292,7 @@ static int on_error(sluice_client *c, const Sluice__V1__Error *e) {
         sl_batch *b = take_unacked(c, e->seq);
         if (b != NULL) {
             c->st.batches_dropped++;
+            sl_store_remove(c, b);
             report(c, b, NULL, 1, code, msg);
             sl_batch_free(&c->mem, b);
         }

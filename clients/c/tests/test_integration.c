@@ -523,6 +523,108 @@ static void a_big_resent_batch_gets_its_credit_through_a_credit_request(void) {
     sluice_close(c);
 }
 
+/* Store-and-forward: a device process killed (SIGKILL) mid-stream, its batches sent but uncommitted (a lock
+   holds PostgreSQL back) and then lost by the server too (sluiced killed before it could commit them). The
+   restarted device loads them from its file store and resends them: every reading lands exactly once. A
+   control device without a store loses them. */
+static pid_t device_process(uint8_t id_byte, const char *store_path, const char *seq_path, const char *dev,
+                            int64_t t0, int rounds, int report_fd) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    static sluice_store_file st;
+    char ep[64];
+    sluice_config cfg = daemon_config(ep, id_byte);
+    cfg.max_batch_readings = 1000;
+    cfg.io_timeout_ms = 5000;
+    sluice_config_seq_file(&cfg, seq_path);
+    if (store_path != NULL) {
+        if (sluice_store_file_open(&st, store_path, 4u << 20, SLUICE_FSYNC_EVERY_BATCH) != 0) _exit(2);
+        sluice_config_store_file(&cfg, &st);
+    }
+    sluice_client *c = sluice_create(&cfg);
+    if (c == NULL || sluice_err(c) != SLUICE_OK || sluice_connect(c) != SLUICE_OK) _exit(3);
+    for (int r = 0; r < rounds; r++) {
+        if (feed(c, dev, t0 + (int64_t)r * 1000 * 1000, 1000) != SLUICE_OK) _exit(4);
+        while (sluice_send(c) != SLUICE_OK) sluice_poll(c, 50);
+        if (write(report_fd, &r, sizeof r) != (ssize_t)sizeof r) _exit(5);
+    }
+    for (;;) sluice_poll(c, 1000); /* mid-stream: waiting for acks that cannot come, until SIGKILL */
+}
+
+static void a_killed_device_resends_its_kept_batches_and_every_reading_lands_once(void) {
+    char store_path[200], seq_a[200], seq_b[200];
+    snprintf(store_path, sizeof store_path, "%s/device.ring", work_dir);
+    snprintf(seq_a, sizeof seq_a, "%s/saf-a.seq", work_dir);
+    snprintf(seq_b, sizeof seq_b, "%s/saf-b.seq", work_dir);
+    int64_t t0 = now_us() - 200ll * 1000000;
+    table_lock lock = lock_readings();
+    int reports[2];
+    CHECK(pipe(reports) == 0);
+    pid_t a = device_process(7, store_path, seq_a, "it-saf", t0, 3, reports[1]);
+    pid_t b = device_process(8, NULL, seq_b, "it-nosaf", t0, 3, reports[1]);
+    int got = 0, r;
+    while (got < 6 && read(reports[0], &r, sizeof r) == (ssize_t)sizeof r) got++;
+    CHECK(got == 6); /* both devices sealed, kept and wrote 3 batches */
+    close(reports[0]);
+    close(reports[1]);
+    char out[64] = "";
+    for (int i = 0; i < 100; i++) { /* a writer's COPY is waiting for the lock */
+        psql(db_url, out, sizeof out,
+             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = "
+             "'Lock' AND query LIKE '%%COPY%%'");
+        if (atoi(out) >= 1) break;
+        usleep(100000);
+    }
+    kill(a, SIGKILL); /* the devices crash mid-stream... */
+    kill(b, SIGKILL);
+    waitpid(a, NULL, 0);
+    waitpid(b, NULL, 0);
+    stop_daemon(SIGKILL); /* ...and the server loses the batches it had not committed */
+    unlock_readings(lock);
+    CHECK(start_daemon(daemon_port) == 0);
+    CHECK(count_rows("WHERE device_id IN ('it-saf', 'it-nosaf')") == 0);
+
+    /* The devices restart: A finds its 3 batches in its store, B has nothing. Each sends one more round. */
+    static sluice_store_file st;
+    CHECK(sluice_store_file_open(&st, store_path, 4u << 20, SLUICE_FSYNC_EVERY_BATCH) == 0);
+    char ep[64];
+    sluice_config cfg = daemon_config(ep, 7);
+    cfg.max_batch_readings = 1000;
+    sluice_config_seq_file(&cfg, seq_a);
+    sluice_config_store_file(&cfg, &st);
+    sluice_client *d = sluice_create(&cfg);
+    CHECK_RC(d, sluice_err(d), SLUICE_OK);
+    sluice_stats sd;
+    sluice_get_stats(d, &sd);
+    CHECK(sd.batches_restored == 3 && sd.readings_unacked == 3000);
+    CHECK_RC(d, feed(d, "it-saf", t0 + 3ll * 1000 * 1000, 1000), SLUICE_OK);
+    CHECK_RC(d, flush_verbose(d, 120000), SLUICE_OK);
+    sluice_get_stats(d, &sd);
+    fprintf(stderr, "  with the store: %llu kept batches loaded and resent, %llu readings acked\n",
+            (unsigned long long)sd.batches_restored, (unsigned long long)sd.readings_accepted);
+    sluice_close(d);
+    sluice_store_file_close(&st);
+
+    sluice_config cx = daemon_config(ep, 8);
+    cx.max_batch_readings = 1000;
+    sluice_config_seq_file(&cx, seq_b);
+    sluice_client *x = sluice_create(&cx);
+    CHECK_RC(x, sluice_err(x), SLUICE_OK);
+    CHECK_RC(x, feed(x, "it-nosaf", t0 + 3ll * 1000 * 1000, 1000), SLUICE_OK);
+    CHECK_RC(x, flush_verbose(x, 120000), SLUICE_OK);
+    sluice_close(x);
+
+    long long with = count_rows("WHERE device_id = 'it-saf'");
+    long long without = count_rows("WHERE device_id = 'it-nosaf'");
+    fprintf(stderr, "  readings stored: %lld of 4000 with the store, %lld of 4000 without (control)\n", with, without);
+    CHECK(with == 4000);
+    CHECK(duplicated_rows("it-saf") == 0);
+    CHECK(without == 1000); /* the hazard the store removes */
+    unlink(store_path);
+    unlink(seq_a);
+    unlink(seq_b);
+}
+
 int main(void) {
     sluiced_path = getenv("SLUICED");
     const char *url = getenv("SLUICE_TEST_DATABASE_URL");
@@ -561,6 +663,7 @@ int main(void) {
         RUN(a_killed_daemon_is_survived_with_every_reading_stored_exactly_once);
         RUN(a_rebooted_device_resumes_its_seq_from_the_file_and_no_reading_is_dropped);
         RUN(a_big_resent_batch_gets_its_credit_through_a_credit_request);
+        RUN(a_killed_device_resends_its_kept_batches_and_every_reading_lands_once);
     } else {
         check_failures++;
     }
