@@ -375,8 +375,9 @@ static int read_some(sluice_client *c) {
             int e = on_eof(c);
             return rc != SLUICE_OK ? rc : e;
         }
-        int e = sl_seterr(c, c->state == SLUICE_STATE_CONNECTING ? SLUICE_ERR_CONNECT : SLUICE_ERR_IO,
-                          "connection to %s:%s lost: %s", ep_host(c), ep_port(c), c->terr);
+        int e = c->state == SLUICE_STATE_CONNECTING
+                    ? sl_seterr(c, SLUICE_ERR_CONNECT, "connect to %s:%s failed: %s", ep_host(c), ep_port(c), c->terr)
+                    : sl_seterr(c, SLUICE_ERR_IO, "connection to %s:%s lost: %s", ep_host(c), ep_port(c), c->terr);
         sl_drop_connection(c, -1);
         return rc != SLUICE_OK ? rc : e;
     }

@@ -18,6 +18,9 @@
 
 #include "check.h"
 #include "sluice.h"
+#ifdef SLUICE_TLS_MBEDTLS
+#include "sluice_tls.h"
+#endif
 
 static const char *sluiced_path;
 static char admin_url[512];  /* the test cluster's `postgres` database */
@@ -28,6 +31,7 @@ static char work_dir[128];
 static pid_t daemon_pid = -1;
 static int daemon_port;
 static int daemon_starts;
+static const char *daemon_tls_cert, *daemon_tls_key; /* set: sluiced serves TLS */
 
 static int64_t now_us(void) {
     struct timeval tv;
@@ -101,6 +105,10 @@ static int start_daemon(int port) {
         dup2(fd, 1);
         dup2(fd, 2);
         close(fd);
+        if (daemon_tls_cert != NULL) {
+            execl(sluiced_path, "sluiced", "--listen", listen, "--database-url", db_url, "--http", "127.0.0.1:0",
+                  "--state-dir", state, "--tls-cert", daemon_tls_cert, "--tls-key", daemon_tls_key, (char *)NULL);
+        }
         execl(sluiced_path, "sluiced", "--listen", listen, "--database-url", db_url, "--http", "127.0.0.1:0",
               "--state-dir", state, (char *)NULL);
         _exit(127);
@@ -625,6 +633,124 @@ static void a_killed_device_resends_its_kept_batches_and_every_reading_lands_onc
     unlink(seq_b);
 }
 
+#ifdef SLUICE_TLS_MBEDTLS
+/* TLS with mbedTLS against sluiced --tls-cert/--tls-key, with a throwaway CA: the right CA and name stream
+   every reading exactly once (sluiced killed and restarted mid-stream included); a wrong CA or a wrong name
+   fails with a clear error. */
+static int sh(const char *fmt, ...) {
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+static sluice_client *tls_client(sluice_tls *tls, uint8_t id_byte, char ep[64]) {
+    sluice_config cfg = daemon_config(ep, id_byte);
+    snprintf(ep, 64, "localhost:%d", daemon_port); /* the name in the server's certificate */
+    cfg.transport = sluice_tls_transport(tls);
+    cfg.io_timeout_ms = 1000;
+    cfg.memory_limit = 64u << 20;
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_err(c), SLUICE_OK);
+    return c;
+}
+
+static void tls_streams_every_reading_once_and_refuses_a_wrong_ca_or_name(void) {
+    char d[200], ca[256], ca2[256], cert[256], key[256];
+    snprintf(d, sizeof d, "%s/tls", work_dir);
+    snprintf(ca, sizeof ca, "%s/ca.pem", d);
+    snprintf(ca2, sizeof ca2, "%s/other-ca.pem", d);
+    snprintf(cert, sizeof cert, "%s/server.pem", d);
+    snprintf(key, sizeof key, "%s/server.key", d);
+    int rc = sh("set -e; mkdir -p %s; cd %s; "
+                "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key "
+                "-out ca.pem -days 2 -subj /CN=sluice-test-ca 2>/dev/null; "
+                "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout other-ca.key "
+                "-out other-ca.pem -days 2 -subj /CN=sluice-other-ca 2>/dev/null; "
+                "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key "
+                "-out server.csr -subj /CN=localhost 2>/dev/null; "
+                "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext.cnf; "
+                "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem "
+                "-days 2 -extfile ext.cnf 2>/dev/null",
+                d, d);
+    CHECK(rc == 0);
+    if (rc != 0) return;
+    stop_daemon(SIGTERM);
+    daemon_tls_cert = cert;
+    daemon_tls_key = key;
+    CHECK(start_daemon(daemon_port) == 0);
+
+    char err[200], ep[64];
+    sluice_tls_config tc;
+    memset(&tc, 0, sizeof tc);
+    tc.ca_file = ca;
+    sluice_tls *tls = sluice_tls_create(&tc, err, sizeof err);
+    CHECK(tls != NULL);
+    if (tls == NULL) {
+        fprintf(stderr, "  %s\n", err);
+        return;
+    }
+
+    /* streaming, with sluiced killed and restarted in the middle */
+    sluice_client *c = tls_client(tls, 9, ep);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    int64_t t0 = now_us() - 100ll * 1000000;
+    long long total = 0;
+    char dev[32];
+    for (int round = 0; round < 12; round++) {
+        snprintf(dev, sizeof dev, "it-tls-%d", round);
+        CHECK_RC(c, feed(c, dev, t0, 5000), SLUICE_OK);
+        total += 5000;
+        if (round == 4) kill(daemon_pid, SIGSTOP);
+        int r = sluice_send(c);
+        if (round < 4) CHECK_RC(c, r, SLUICE_OK);
+        if (round == 4) stop_daemon(SIGKILL);
+        sluice_poll(c, 10);
+        if (round == 7) CHECK(start_daemon(daemon_port) == 0);
+    }
+    CHECK_RC(c, flush_verbose(c, 120000), SLUICE_OK);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    fprintf(stderr, "  over TLS: %llu readings acked in %llu sessions (%llu batches resent)\n",
+            (unsigned long long)st.readings_accepted, (unsigned long long)st.connects,
+            (unsigned long long)st.resent_batches);
+    CHECK(st.connects >= 2);
+    CHECK(count_rows("WHERE device_id LIKE 'it-tls-%'") == total);
+    CHECK(duplicated_rows("it-tls-%") == 0);
+    sluice_close(c);
+
+    /* a name the certificate does not carry */
+    tc.server_name = "wrong.example";
+    sluice_tls *wrong_name = sluice_tls_create(&tc, err, sizeof err);
+    c = tls_client(wrong_name, 10, ep);
+    CHECK_RC(c, sluice_connect(c), SLUICE_ERR_CONNECT);
+    fprintf(stderr, "  wrong name: %s\n", sluice_errstr(c));
+    CHECK(strstr(sluice_errstr(c), "does not verify") != NULL && strstr(sluice_errstr(c), "CN") != NULL);
+    sluice_close(c);
+    sluice_tls_free(wrong_name);
+
+    /* a CA that did not sign the server's certificate */
+    tc.server_name = NULL;
+    tc.ca_file = ca2;
+    sluice_tls *wrong_ca = sluice_tls_create(&tc, err, sizeof err);
+    c = tls_client(wrong_ca, 11, ep);
+    CHECK_RC(c, sluice_connect(c), SLUICE_ERR_CONNECT);
+    fprintf(stderr, "  wrong CA: %s\n", sluice_errstr(c));
+    CHECK(strstr(sluice_errstr(c), "not correctly signed by the trusted CA") != NULL);
+    sluice_close(c);
+    sluice_tls_free(wrong_ca);
+
+    /* no CA at all is refused up front */
+    tc.ca_file = NULL;
+    CHECK(sluice_tls_create(&tc, err, sizeof err) == NULL && strstr(err, "ca_pem or ca_file") != NULL);
+    tc.ca_file = "/nonexistent/ca.pem";
+    CHECK(sluice_tls_create(&tc, err, sizeof err) == NULL && strstr(err, "/nonexistent/ca.pem") != NULL);
+    sluice_tls_free(tls);
+}
+#endif
+
 int main(void) {
     sluiced_path = getenv("SLUICED");
     const char *url = getenv("SLUICE_TEST_DATABASE_URL");
@@ -664,6 +790,9 @@ int main(void) {
         RUN(a_rebooted_device_resumes_its_seq_from_the_file_and_no_reading_is_dropped);
         RUN(a_big_resent_batch_gets_its_credit_through_a_credit_request);
         RUN(a_killed_device_resends_its_kept_batches_and_every_reading_lands_once);
+#ifdef SLUICE_TLS_MBEDTLS
+        RUN(tls_streams_every_reading_once_and_refuses_a_wrong_ca_or_name); /* last: sluiced serves TLS after it */
+#endif
     } else {
         check_failures++;
     }
