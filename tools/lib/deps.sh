@@ -1,7 +1,7 @@
 # Sourced by tools/test, tools/run and tools/bench: installs the Debian packages sluice needs, once.
 # shellcheck shell=bash
 
-SLUICE_DEBIAN_PACKAGES=(pkg-config libzstd-dev libpq-dev libprotobuf-c-dev protobuf-c-compiler postgresql
+SLUICE_DEBIAN_PACKAGES=(pkg-config libzstd-dev libpq-dev libprotobuf-c-dev protobuf-c-compiler postgresql gcc-multilib libmbedtls-dev
   postgresql-contrib valgrind make gcc systemd openssl ca-certificates)
 
 sluice_install_deps() {

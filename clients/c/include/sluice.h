@@ -53,8 +53,22 @@
  * Thread safety: no global state and no hidden threads. A handle may be used from any thread, but by one
  * thread at a time (serialise calls on one handle yourself). Different handles are independent. The
  * allocator hooks and the ack callback are called only from inside calls on the handle, on the calling
- * thread. Name resolution of a non-numeric host uses getaddrinfo(), which blocks and allocates through the
- * C library; give numeric addresses (e.g. "10.0.0.5:7878", "[::1]:7878") to avoid both.
+ * thread. With the default POSIX transport, name resolution of a non-numeric host uses getaddrinfo(), which
+ * blocks and allocates through the C library; give numeric addresses (e.g. "10.0.0.5:7878", "[::1]:7878") to
+ * avoid both, or a transport of your own (config.transport).
+ *
+ * Callbacks (the ack callback, the log hook, seq and store hooks, allocator hooks, the transport's functions):
+ * they run inside a call on the handle, which is
+ * in the middle of its work. From inside one of them, on the same handle:
+ *   - sluice_close() is allowed and deferred: the call that ran the callback stops at its next step, frees
+ *     the handle and returns SLUICE_ERR_STATE (or the error it already had); do not touch the handle after
+ *     that call returns.
+ *   - sluice_err(), sluice_errstr(), sluice_get_state(), sluice_get_stats(), sluice_fd(), sluice_events()
+ *     and sluice_timeout_ms() are allowed (they only read).
+ *   - every other call (sluice_append, sluice_send, sluice_poll, sluice_flush, sluice_connect) does nothing
+ *     and returns SLUICE_ERR_STATE, with a message saying it was called from a callback. Remember what
+ *     to do and do it after the outer call returns.
+ * Other handles may be used freely from a callback.
  *
  * The wire protocol is proto/sluice/v1/sluice.proto and DESIGN.md §2 in the sluice repository.
  */
@@ -170,6 +184,86 @@ typedef int (*sluice_seq_load_fn)(void *user, uint64_t *next_seq);
 typedef int (*sluice_seq_store_fn)(void *user, uint64_t next_seq);
 
 /**
+ * Store-and-forward hooks (optional: all four or none), so that batches not yet acknowledged survive a
+ * crash or power cut of the device: they are kept in storage the device owns (flash, a file) and resent,
+ * byte for byte with their seqs, after a restart (the server acks what it already committed as duplicates,
+ * so each reading lands exactly once). Use them with seq hooks (sluice_config_seq_file), so that seqs keep
+ * rising across restarts also once the store is empty.
+ *
+ * store_put:    keeps a sealed batch (its seq, reading count and whole frame) before it is first written.
+ *               0: kept (durably, by the hook's own policy); non-zero: not now (e.g. storage full). The batch
+ *               then waits unsent and nothing more is sealed; the put is retried after an ack frees storage,
+ *               or 1 s later, and the call reports SLUICE_ERR_PERSIST.
+ * store_remove: the batch was acknowledged (or rejected whole): it need no longer be kept. A failure is only
+ *               logged: a batch kept too long is resent once after a restart and acked as a duplicate.
+ * store_next:   at sluice_create: the first kept batch with a seq above `after` (0 for the first): 0 and its
+ *               seq, readings and frame length; 1 when there is none; negative on failure (sluice_create then
+ *               fails with SLUICE_ERR_PERSIST).
+ * store_read:   at sluice_create: copies the frame of kept batch `seq` (len bytes) into buf; 0 on success.
+ * Kept batches are loaded in seq order as unacknowledged (they count against memory_limit) and the next seq
+ * is set above them.
+ */
+typedef int (*sluice_store_put_fn)(void *user, uint64_t seq, uint32_t readings, const uint8_t *frame, size_t len);
+typedef int (*sluice_store_remove_fn)(void *user, uint64_t seq);
+typedef int (*sluice_store_next_fn)(void *user, uint64_t after, uint64_t *seq, uint32_t *readings, size_t *len);
+typedef int (*sluice_store_read_fn)(void *user, uint64_t seq, uint8_t *buf, size_t len);
+
+/* ---- Transport -------------------------------------------------------------------------------------- */
+
+/**
+ * How libsluice reaches the server and tells time (like coreMQTT's TransportInterface_t): give your own for
+ * lwIP, a cellular modem's socket API, an RTOS, or TLS (sluice_tls_transport() with TLS=mbedtls). The
+ * default, sluice_transport_posix(), is non-blocking TCP over POSIX sockets with CLOCK_MONOTONIC; it tries
+ * every address getaddrinfo() gives for a host name, in order (numeric addresses need no resolver).
+ *
+ * Every call is non-blocking and gets `ctx` and `conn`: `conn` is conn_size bytes the library allocates once
+ * (through its allocator, at create) for the state of one connection; the transport keeps whatever it needs
+ * there between connect and close. Error texts go into err[errlen] (NUL-terminated); sluice_errstr() then
+ * names the endpoint and quotes them.
+ *
+ * connect: starts connecting to host:port (strings as given in config.endpoints). 0: started (or done);
+ *          negative: failed now (nothing to close).
+ * send:    writes up to n bytes. Returns bytes written (> 0), 0 when it cannot write now (the connection or
+ *          TLS handshake is still in progress, or buffers are full), or SLUICE_TRANSPORT_ERROR.
+ * recv:    reads up to n bytes. Returns bytes read (> 0), 0 when nothing is available now,
+ *          SLUICE_TRANSPORT_CLOSED when the server closed the connection, or SLUICE_TRANSPORT_ERROR.
+ * close:   closes the connection opened by connect (also a failed or half-open one).
+ * wait:    waits up to timeout_ms (0: does not wait) until `conn` can make progress on `events`
+ *          (SLUICE_WANT_READ / SLUICE_WANT_WRITE) and returns the events that can (0 when the time ran out);
+ *          an error or hang-up counts as readable (recv then reports it). With conn NULL it only sleeps.
+ * fd:      optional (NULL: sluice_fd() is -1): the file descriptor an event loop waits on.
+ * events:  optional (NULL: as asked): maps the events the library wants to those to wait for on fd (a TLS
+ *          handshake may need to read when the library wants to write).
+ * now_ms:  a monotonic clock in milliseconds (it need not start at 0; it must never go back).
+ */
+#define SLUICE_TRANSPORT_CLOSED (-1)
+#define SLUICE_TRANSPORT_ERROR (-2)
+typedef struct sluice_transport {
+    size_t conn_size;
+    int (*connect)(void *ctx, void *conn, const char *host, const char *port, char *err, size_t errlen);
+    long (*send)(void *ctx, void *conn, const uint8_t *p, size_t n, char *err, size_t errlen);
+    long (*recv)(void *ctx, void *conn, uint8_t *p, size_t n, char *err, size_t errlen);
+    void (*close)(void *ctx, void *conn);
+    int (*wait)(void *ctx, void *conn, int events, int timeout_ms);
+    int (*fd)(void *ctx, void *conn);
+    int (*events)(void *ctx, void *conn, int want);
+    uint64_t (*now_ms)(void *ctx);
+    void *ctx;
+} sluice_transport;
+
+/** The default transport: POSIX sockets, getaddrinfo() (every address), CLOCK_MONOTONIC. Never NULL. */
+const sluice_transport *sluice_transport_posix(void);
+
+/* ---- Log hook --------------------------------------------------------------------------------------- */
+
+#define SLUICE_LOG_ERROR 0 /* an error a call returned (the same sentence as sluice_errstr)   */
+#define SLUICE_LOG_WARN 1  /* the connection was lost, the server sent GoAway                */
+#define SLUICE_LOG_INFO 2  /* connecting, session opened                                     */
+/** Called from inside calls on the handle (the callback rules at the top of this file apply). `msg` is
+    valid only during the call. */
+typedef void (*sluice_log_fn)(void *user, int level, const char *msg);
+
+/**
  * Configuration. Call sluice_config_init() first, then set what you need; a zero numeric field means
  * "the default" (shown in brackets). sluice_create() copies everything it needs: the struct and the
  * strings may be freed afterwards.
@@ -229,7 +323,65 @@ typedef struct sluice_config {
     /** Seqs reserved by one seq_store call [64], at most 1048576. Larger: fewer writes, bigger jumps after
         a reboot. */
     uint32_t seq_reserve;
+
+    /** Optional transport (see sluice_transport); NULL = sluice_transport_posix(). Copied at create; its
+        ctx must stay valid until sluice_close(). */
+    const sluice_transport *transport;
+    /** Optional log hook and its argument; NULL = silent. */
+    sluice_log_fn log;
+    void *log_user;
+
+    /** Optional store-and-forward hooks (see sluice_store_put_fn): all four or none; for a file,
+        sluice_config_store_file(). `store_user` is not copied: it must stay valid until sluice_close(). */
+    sluice_store_put_fn store_put;
+    sluice_store_remove_fn store_remove;
+    sluice_store_next_fn store_next;
+    sluice_store_read_fn store_read;
+    void *store_user;
 } sluice_config;
+
+/* ---- Store-and-forward in a file (POSIX) ------------------------------------------------------------ */
+
+#define SLUICE_STORE_FILE_MAX_BATCHES 256 /* batches one file store keeps at most */
+#define SLUICE_FSYNC_EVERY_BATCH 0 /* fdatasync after each put: survives power loss [default]         */
+#define SLUICE_FSYNC_NEVER 1       /* the OS writes back when it likes: survives a crash of the process,
+                                      not a power cut; for storage that wears out or is slow to sync   */
+
+/**
+ * A bounded ring of batches in one file: `capacity` bytes of data after a 128-byte header, written
+ * sequentially and wrapping around; records carry their position and a CRC-32, so after a torn write
+ * (power cut mid-record) the store recovers every record before it. Removal writes a one-byte tombstone.
+ * The file store allocates nothing; the struct (about 6 KiB) is yours, e.g. static. Its fields are private.
+ */
+typedef struct sluice_store_file {
+    int fd;
+    int fsync_policy;
+    uint64_t capacity;
+    uint64_t head, tail, tail_synced; /* positions in the ring's lifetime (monotonic) */
+    uint32_t counter;                 /* header generation */
+    unsigned n, first;                /* kept records: idx[first .. first + n) mod max */
+    struct {
+        uint64_t seq, pos;
+        uint32_t readings, len;
+        int live;
+    } idx[SLUICE_STORE_FILE_MAX_BATCHES];
+} sluice_store_file;
+
+/**
+ * Opens (or creates) the store file at `path` with `capacity` bytes of ring (at least 64 KiB; an existing
+ * file keeps the capacity it was created with) and recovers what it holds. 0, or -errno (-EINVAL: not a
+ * store file, -ENOSPC: capacity too small).
+ */
+int sluice_store_file_open(sluice_store_file *s, const char *path, uint64_t capacity, int fsync_policy);
+/** Closes the file (after sluice_close() of the handle using it). */
+void sluice_store_file_close(sluice_store_file *s);
+/** Sets the four store hooks and store_user of `cfg` to the file store `s`. */
+void sluice_config_store_file(sluice_config *cfg, sluice_store_file *s);
+/** The hooks themselves (`user` is the sluice_store_file). */
+int sluice_store_file_put(void *user, uint64_t seq, uint32_t readings, const uint8_t *frame, size_t len);
+int sluice_store_file_remove(void *user, uint64_t seq);
+int sluice_store_file_next(void *user, uint64_t after, uint64_t *seq, uint32_t *readings, size_t *len);
+int sluice_store_file_read(void *user, uint64_t seq, uint8_t *buf, size_t len);
 
 /** Fills `cfg` with the defaults (all zero: every field takes its default). */
 void sluice_config_init(sluice_config *cfg);
@@ -241,7 +393,8 @@ void sluice_config_init(sluice_config *cfg);
  * must outlive the handle). The file holds one decimal number and a newline. A store writes `path.tmp`,
  * fsyncs it, renames it over `path` and fsyncs the directory, so a power cut leaves the old value or the
  * new one, never a torn file. They allocate nothing and print nothing; errors come back as -errno
- * (-EINVAL: the file does not hold a seq; -ENAMETOOLONG: path longer than 4000 bytes), and
+ * (-EINVAL: the file does not hold a seq; -ENAMETOOLONG: a directory part longer than 700 bytes or a file
+ * name longer than 255; they use under 1 KiB of stack), and
  * sluice_errstr() names the path and the reason.
  */
 int sluice_seq_file_load(void *path, uint64_t *next_seq);
@@ -376,6 +529,8 @@ typedef struct sluice_stats {
     uint64_t batches_compressed;
     uint64_t seq_stored;        /* the next_seq last stored through seq_store (0 = none this run)       */
     uint64_t seq_stores;        /* successful seq_store calls                                         */
+    uint64_t store_puts;        /* batches kept through store_put                                     */
+    uint64_t batches_restored;  /* kept batches loaded at create (store-and-forward)                  */
     size_t memory_used;         /* bytes held now, through the allocator                              */
     size_t memory_peak;
     size_t memory_limit;
@@ -384,6 +539,9 @@ typedef struct sluice_stats {
 
 /** Fills `out`. */
 void sluice_get_stats(const sluice_client *c, sluice_stats *out);
+
+/** The reason the server gave in its last GoAway (e.g. "shutting down"), "" if it sent none. Never NULL. */
+const char *sluice_goaway_reason(const sluice_client *c);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,13 @@
 #define SL_MAX_TOKEN 4096
 #define SL_MAX_CLIENT_NAME 256
 #define SL_MAX_SEQ_RESERVE (1u << 20)
+/* Upper bounds of the size and time settings: they keep the reserve arithmetic far from overflow on 32-bit
+   targets and every millisecond value within an int. */
+#define SL_MAX_BATCH_READINGS 1000000u
+#define SL_MAX_BATCH_BYTES (64u << 20)
+#define SL_MAX_CONNECT_TIMEOUT_MS 600000u   /* 10 min */
+#define SL_MAX_IO_TIMEOUT_MS 86400000u      /* 24 h */
+#define SL_MAX_RECONNECT_MS 3600000u        /* 1 h */
 
 int sl_seterr(sluice_client *c, int code, const char *fmt, ...) {
     va_list ap;
@@ -19,7 +26,18 @@ int sl_seterr(sluice_client *c, int code, const char *fmt, ...) {
     vsnprintf(c->errstr, sizeof c->errstr, fmt, ap);
     va_end(ap);
     c->err = code;
+    if (c->cfg.log != NULL) c->cfg.log(c->cfg.log_user, SLUICE_LOG_ERROR, c->errstr);
     return code;
+}
+
+void sl_log(sluice_client *c, int level, const char *fmt, ...) {
+    if (c->cfg.log == NULL) return;
+    char line[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    c->cfg.log(c->cfg.log_user, level, line);
 }
 
 void sluice_config_init(sluice_config *cfg) {
@@ -56,8 +74,24 @@ static int validate(sluice_client *c, const sluice_config *k) {
     if (k->reconnect_min_ms > k->reconnect_max_ms)
         return sl_seterr(c, SLUICE_ERR_INVALID, "config.reconnect_min_ms (%u) is above reconnect_max_ms (%u)",
                          k->reconnect_min_ms, k->reconnect_max_ms);
-    if (k->max_batch_bytes < 1024)
-        return sl_seterr(c, SLUICE_ERR_INVALID, "config.max_batch_bytes (%u) is below 1024", k->max_batch_bytes);
+    if (k->max_batch_bytes < 1024 || k->max_batch_bytes > SL_MAX_BATCH_BYTES)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.max_batch_bytes (%u) is outside 1024-%u", k->max_batch_bytes,
+                         SL_MAX_BATCH_BYTES);
+    if (k->max_batch_readings > SL_MAX_BATCH_READINGS)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.max_batch_readings (%u) is above %u", k->max_batch_readings,
+                         SL_MAX_BATCH_READINGS);
+    if (k->connect_timeout_ms > SL_MAX_CONNECT_TIMEOUT_MS)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.connect_timeout_ms (%u) is above %u", k->connect_timeout_ms,
+                         SL_MAX_CONNECT_TIMEOUT_MS);
+    if (k->io_timeout_ms > SL_MAX_IO_TIMEOUT_MS)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.io_timeout_ms (%u) is above %u", k->io_timeout_ms,
+                         SL_MAX_IO_TIMEOUT_MS);
+    if (k->reconnect_max_ms > SL_MAX_RECONNECT_MS)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.reconnect_max_ms (%u) is above %u", k->reconnect_max_ms,
+                         SL_MAX_RECONNECT_MS);
+    if (k->memory_limit > ((size_t)-1) / 2)
+        return sl_seterr(c, SLUICE_ERR_INVALID, "config.memory_limit (%zu) is above half the address space",
+                         k->memory_limit);
     if (k->max_server_frame_bytes < 1024 || k->max_server_frame_bytes > (64u << 20))
         return sl_seterr(c, SLUICE_ERR_INVALID, "config.max_server_frame_bytes (%u) is outside 1 KiB-64 MiB",
                          k->max_server_frame_bytes);
@@ -65,6 +99,13 @@ static int validate(sluice_client *c, const sluice_config *k) {
         return sl_seterr(c, SLUICE_ERR_INVALID,
                          "config.seq_load and config.seq_store go together: set both (e.g. with "
                          "sluice_config_seq_file) or neither");
+    {
+        int n = (k->store_put != NULL) + (k->store_remove != NULL) + (k->store_next != NULL) + (k->store_read != NULL);
+        if (n != 0 && n != 4)
+            return sl_seterr(c, SLUICE_ERR_INVALID,
+                             "config.store_put, store_remove, store_next and store_read go together: set all four "
+                             "(e.g. with sluice_config_store_file) or none");
+    }
     if (k->seq_load == sluice_seq_file_load && (k->seq_user == NULL || ((const char *)k->seq_user)[0] == '\0'))
         return sl_seterr(c, SLUICE_ERR_INVALID, "config.seq_user must be the seq file's path for the file hooks");
     if (k->seq_reserve > SL_MAX_SEQ_RESERVE)
@@ -84,7 +125,6 @@ sluice_client *sluice_create(const sluice_config *cfg) {
     if (c == NULL) return NULL;
     memset(c, 0, sizeof *c);
     c->mem = mem;
-    c->fd = -1;
     c->next_seq = 1;
     c->state = SLUICE_STATE_FAILED; /* until the config is accepted */
     if (cfg == NULL) {
@@ -93,11 +133,31 @@ sluice_client *sluice_create(const sluice_config *cfg) {
     }
     c->cfg = *cfg;
     c->cfg.allocator = NULL;
+    c->cfg.transport = NULL;
+    c->cfg.log = NULL; /* until the config is accepted: errors of a refused config are not logged */
+    if (cfg->transport != NULL) {
+        c->tp = *cfg->transport;
+    } else {
+#ifndef SLUICE_NO_POSIX
+        c->tp = *sluice_transport_posix();
+#endif
+    }
+    if (c->tp.connect == NULL || c->tp.send == NULL || c->tp.recv == NULL || c->tp.close == NULL ||
+        c->tp.wait == NULL || c->tp.now_ms == NULL) {
+        sl_seterr(c, SLUICE_ERR_INVALID, "config.transport needs connect, send, recv, close, wait and now_ms");
+        return c;
+    }
     if (c->cfg.first_seq > 1) c->next_seq = c->cfg.first_seq;
     apply_defaults(&c->cfg);
     if (validate(c, &c->cfg) != SLUICE_OK) return c;
     c->mem.limit = c->cfg.memory_limit;
     c->mem.tier_limit[SL_TIER_FIXED] = c->cfg.memory_limit;
+    c->conn = sl_alloc(&c->mem, c->tp.conn_size ? c->tp.conn_size : 1, SL_TIER_FIXED);
+    if (c->conn == NULL) {
+        sl_seterr(c, SLUICE_ERR_NOMEM, "no memory for the transport's %zu-byte connection state", c->tp.conn_size);
+        return c;
+    }
+    memset(c->conn, 0, c->tp.conn_size ? c->tp.conn_size : 1);
 
     /* Fixed buffers, counted against the ceiling like everything else. */
     if (sl_parse_endpoints(c, c->cfg.endpoints) != SLUICE_OK) return c;
@@ -141,8 +201,11 @@ sluice_client *sluice_create(const sluice_config *cfg) {
 
     /* Last: the stored seq decides where this run starts (never below a seq an earlier run may have used). */
     if (sl_seq_load(c) != SLUICE_OK) return c;
+    /* Then the batches kept by the store hooks: unacked again, resent first, the next seq above them. */
+    if (sl_store_load(c) != SLUICE_OK) return c;
 
-    uint64_t seed = sl_now_ms() ^ (uint64_t)(uintptr_t)c;
+    c->cfg.log = cfg->log;
+    uint64_t seed = sl_now_ms(c) ^ (uint64_t)(uintptr_t)c;
     for (int i = 0; i < 16; i++) seed = seed * 1099511628211ull ^ c->cfg.producer_id[i];
     c->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
     c->state = SLUICE_STATE_IDLE;
@@ -151,8 +214,12 @@ sluice_client *sluice_create(const sluice_config *cfg) {
     return c;
 }
 
-void sluice_close(sluice_client *c) {
-    if (c == NULL) return;
+void sl_wipe(void *p, size_t n) {
+    volatile unsigned char *v = p;
+    while (n-- > 0) *v++ = 0;
+}
+
+static void destroy(sluice_client *c) {
     sl_drop_connection(c, 0);
     sl_series_list_free(&c->mem, &c->open);
     sl_series_list_free(&c->mem, &c->queue);
@@ -166,10 +233,45 @@ void sluice_close(sluice_client *c) {
     ZSTD_freeDCtx(c->dctx);
     sl_free(&c->mem, c->endpoint_text);
     sl_free(&c->mem, c->endpoints);
+    if (c->hello != NULL) sl_wipe(c->hello, c->hello_len); /* it holds the token */
     sl_free(&c->mem, c->hello);
     sl_free(&c->mem, c->rx);
+    sl_free(&c->mem, c->conn);
     sl_mem mem = c->mem;
+    sl_wipe(c, sizeof *c);
     sl_free(&mem, c);
+}
+
+void sluice_close(sluice_client *c) {
+    if (c == NULL) return;
+    if (c->busy) {
+        /* From a callback: the call that ran it is still using the handle. It stops at the next step and
+           frees the handle as it returns. */
+        c->close_deferred = 1;
+        return;
+    }
+    destroy(c);
+}
+
+/* Entry and exit of every public call that may run callbacks (ack, seq, allocator hooks). A call made from
+   inside one of them finds the handle busy: it fails with SLUICE_ERR_STATE and changes nothing. */
+static int enter(sluice_client *c, const char *fn) {
+    if (c == NULL) return SLUICE_ERR_STATE;
+    if (c->busy) {
+        return sl_seterr(c, SLUICE_ERR_STATE,
+                         "%s called from inside a callback of the same handle (ack, seq, allocator or log hook): "
+                         "only sluice_close (deferred until the outer call returns), sluice_err, sluice_errstr, "
+                         "sluice_get_state and sluice_get_stats may be called there",
+                         fn);
+    }
+    c->busy = 1;
+    return SLUICE_OK;
+}
+
+static int leave(sluice_client *c, int rc) {
+    c->busy = 0;
+    if (c->close_deferred) destroy(c);
+    return rc;
 }
 
 /* ---- Errors --------------------------------------------------------------------------------------- */
@@ -224,8 +326,8 @@ static int fatal(const sluice_client *c) {
 
 /* ---- Readings ------------------------------------------------------------------------------------- */
 
-int sluice_append_series(sluice_client *c, const char *device_id, const char *metric, size_t n,
-                         const int64_t *times_us, const double *values, const uint32_t *quality) {
+static int do_append_series(sluice_client *c, const char *device_id, const char *metric, size_t n,
+                            const int64_t *times_us, const double *values, const uint32_t *quality) {
     int rc = begin(c);
     if (rc != SLUICE_OK) return rc;
     char why[200];
@@ -247,10 +349,6 @@ int sluice_append_series(sluice_client *c, const char *device_id, const char *me
     return rc;
 }
 
-int sluice_append(sluice_client *c, const char *device_id, const char *metric, int64_t time_us, double value,
-                  uint32_t quality) {
-    return sluice_append_series(c, device_id, metric, 1, &time_us, &value, quality ? &quality : NULL);
-}
 
 /* ---- Driving -------------------------------------------------------------------------------------- */
 
@@ -259,7 +357,7 @@ static void submit(sluice_client *c) {
     if (c->state == SLUICE_STATE_IDLE && (c->queue.readings > 0 || c->unacked_head != NULL)) sl_start_connect(c);
 }
 
-int sluice_connect(sluice_client *c) {
+static int do_connect(sluice_client *c) {
     int rc = begin(c);
     if (rc != SLUICE_OK) return rc;
     if (c->state == SLUICE_STATE_READY || c->state == SLUICE_STATE_DRAINING) return SLUICE_OK;
@@ -271,10 +369,11 @@ int sluice_connect(sluice_client *c) {
     /* Blocking: each endpoint gets one attempt. */
     size_t attempts = 1;
     for (;;) {
-        while (c->state == SLUICE_STATE_CONNECTING) {
+        while (c->state == SLUICE_STATE_CONNECTING && !c->close_deferred) {
             int r = sl_pump(c, (int)c->cfg.connect_timeout_ms);
             if (r != SLUICE_OK) rc = r;
         }
+        if (c->close_deferred) return SLUICE_ERR_STATE;
         if (c->state == SLUICE_STATE_READY || c->state == SLUICE_STATE_DRAINING) return SLUICE_OK;
         if (fatal(c)) return c->err;
         if (attempts >= c->n_endpoints) return rc != SLUICE_OK ? rc : sl_seterr(c, SLUICE_ERR_CONNECT, "not connected");
@@ -284,7 +383,7 @@ int sluice_connect(sluice_client *c) {
     }
 }
 
-int sluice_poll(sluice_client *c, int timeout_ms) {
+static int do_poll(sluice_client *c, int timeout_ms) {
     int rc = begin(c);
     if (rc != SLUICE_OK) return rc;
     if (timeout_ms < 0) timeout_ms = 0;
@@ -310,10 +409,11 @@ static int wait_until(sluice_client *c, int (*done)(const sluice_client *), uint
             if (rejected[0]) return sl_seterr(c, SLUICE_ERR_REJECTED, "%s", rejected);
             return SLUICE_OK;
         }
-        uint64_t now = sl_now_ms();
+        uint64_t now = sl_now_ms(c);
         if (now >= deadline) break;
         uint64_t left = deadline - now;
         int r = sl_pump(c, left > 1000000 ? 1000000 : (int)left);
+        if (c->close_deferred) return SLUICE_ERR_STATE; /* closed by a callback: freed as the call returns */
         if (fatal(c)) return c->err;
         /* Storage refused the seq reservation: say so now rather than time out (the readings stay queued). */
         if (r == SLUICE_ERR_PERSIST) return r;
@@ -340,15 +440,15 @@ static int all_acked(const sluice_client *c) {
     return c->queue.readings == 0 && c->unacked_head == NULL;
 }
 
-int sluice_send(sluice_client *c) {
+static int do_send(sluice_client *c) {
     int rc = begin(c);
     if (rc != SLUICE_OK) return rc;
     submit(c);
     if (c->cfg.nonblocking) return sl_pump(c, 0);
-    return wait_until(c, all_written, sl_now_ms() + c->cfg.io_timeout_ms, "sluice_send", c->cfg.io_timeout_ms);
+    return wait_until(c, all_written, sl_now_ms(c) + c->cfg.io_timeout_ms, "sluice_send", c->cfg.io_timeout_ms);
 }
 
-int sluice_flush(sluice_client *c, int timeout_ms) {
+static int do_flush(sluice_client *c, int timeout_ms) {
     int rc = begin(c);
     if (rc != SLUICE_OK) return rc;
     if (timeout_ms < 0) timeout_ms = 0;
@@ -359,7 +459,7 @@ int sluice_flush(sluice_client *c, int timeout_ms) {
         if (all_acked(c)) return SLUICE_OK;
         if (rc != SLUICE_OK) return rc;
     }
-    return wait_until(c, all_acked, sl_now_ms() + (uint64_t)timeout_ms, "sluice_flush", (unsigned)timeout_ms);
+    return wait_until(c, all_acked, sl_now_ms(c) + (uint64_t)timeout_ms, "sluice_flush", (unsigned)timeout_ms);
 }
 
 void sluice_get_stats(const sluice_client *c, sluice_stats *out) {
@@ -376,4 +476,46 @@ void sluice_get_stats(const sluice_client *c, sluice_stats *out) {
     out->memory_peak = c->mem.peak;
     out->memory_limit = c->mem.limit;
     out->memory_for_readings = c->mem.tier_limit[SL_TIER_READINGS];
+}
+
+int sluice_append_series(sluice_client *c, const char *device_id, const char *metric, size_t n,
+                         const int64_t *times_us, const double *values, const uint32_t *quality) {
+    int rc = enter(c, "sluice_append_series");
+    if (rc != SLUICE_OK) return rc;
+    return leave(c, do_append_series(c, device_id, metric, n, times_us, values, quality));
+}
+
+int sluice_connect(sluice_client *c) {
+    int rc = enter(c, "sluice_connect");
+    if (rc != SLUICE_OK) return rc;
+    return leave(c, do_connect(c));
+}
+
+int sluice_poll(sluice_client *c, int timeout_ms) {
+    int rc = enter(c, "sluice_poll");
+    if (rc != SLUICE_OK) return rc;
+    return leave(c, do_poll(c, timeout_ms));
+}
+
+int sluice_send(sluice_client *c) {
+    int rc = enter(c, "sluice_send");
+    if (rc != SLUICE_OK) return rc;
+    return leave(c, do_send(c));
+}
+
+int sluice_flush(sluice_client *c, int timeout_ms) {
+    int rc = enter(c, "sluice_flush");
+    if (rc != SLUICE_OK) return rc;
+    return leave(c, do_flush(c, timeout_ms));
+}
+
+int sluice_append(sluice_client *c, const char *device_id, const char *metric, int64_t time_us, double value,
+                  uint32_t quality) {
+    int rc = enter(c, "sluice_append");
+    if (rc != SLUICE_OK) return rc;
+    return leave(c, do_append_series(c, device_id, metric, 1, &time_us, &value, quality ? &quality : NULL));
+}
+
+const char *sluice_goaway_reason(const sluice_client *c) {
+    return c != NULL ? c->goaway_reason : "";
 }

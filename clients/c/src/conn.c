@@ -1,29 +1,13 @@
-/* The connection: endpoints, non-blocking socket, reading and writing frames, timers, backoff. */
-#define _POSIX_C_SOURCE 200809L
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
+/* The connection: endpoints, reading and writing frames through the transport, timers, backoff. No sockets
+   here: those are the transport's (posix.c by default). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "internal.h"
 
-#ifndef MSG_NOSIGNAL
-#define MSG_NOSIGNAL 0 /* macOS: SO_NOSIGPIPE is set on the socket instead */
-#endif
-
-uint64_t sl_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+uint64_t sl_now_ms(const sluice_client *c) {
+    return c->tp.now_ms(c->tp.ctx);
 }
 
 /* ---- Endpoints ------------------------------------------------------------------------------------ */
@@ -117,113 +101,60 @@ void sl_reset_tx_for_session(sluice_client *c) {
     c->credit = 0;
     c->credit_requested = 0;
     c->srv_credit_requests = 0;
-    c->connect_pending = 0;
 }
 
 void sl_drop_connection(sluice_client *c, int delay_ms) {
-    if (c->fd >= 0) close(c->fd);
-    c->fd = -1;
+    if (c->conn_open) c->tp.close(c->tp.ctx, c->conn);
+    c->conn_open = 0;
     sl_reset_tx_for_session(c);
     if (c->state == SLUICE_STATE_FAILED) return;
     c->state = SLUICE_STATE_BACKOFF;
     uint32_t d = delay_ms >= 0 ? (uint32_t)delay_ms : backoff_delay(c);
-    c->reconnect_at_ms = sl_now_ms() + d;
-}
-
-static int resolve(sluice_client *c, const sl_endpoint *ep, struct sockaddr_storage *sa, socklen_t *salen) {
-    memset(sa, 0, sizeof *sa);
-    uint16_t port = (uint16_t)atoi(ep->port);
-    struct sockaddr_in *in4 = (struct sockaddr_in *)sa;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
-    /* Numeric addresses need no resolver (which would block and allocate outside our hooks). */
-    if (inet_pton(AF_INET, ep->host, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons(port);
-        *salen = sizeof *in4;
-        return SLUICE_OK;
-    }
-    if (inet_pton(AF_INET6, ep->host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons(port);
-        *salen = sizeof *in6;
-        return SLUICE_OK;
-    }
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int r = getaddrinfo(ep->host, ep->port, &hints, &res);
-    if (r != 0 || res == NULL) {
-        return sl_seterr(c, SLUICE_ERR_CONNECT, "cannot resolve \"%s\": %s", ep->host, gai_strerror(r));
-    }
-    memcpy(sa, res->ai_addr, res->ai_addrlen);
-    *salen = res->ai_addrlen;
-    freeaddrinfo(res);
-    return SLUICE_OK;
+    c->reconnect_at_ms = sl_now_ms(c) + d;
 }
 
 int sl_start_connect(sluice_client *c) {
-    if (c->fd >= 0) sl_drop_connection(c, 0);
+    if (c->conn_open) sl_drop_connection(c, 0);
     c->endpoint_current = c->endpoint_next;
     c->endpoint_next = (c->endpoint_next + 1) % c->n_endpoints;
     const sl_endpoint *ep = &c->endpoints[c->endpoint_current];
     sl_reset_tx_for_session(c);
-    struct sockaddr_storage sa;
-    socklen_t salen = 0;
-    int rc = resolve(c, ep, &sa, &salen);
-    if (rc != SLUICE_OK) {
+    sl_log(c, SLUICE_LOG_INFO, "connecting to %s:%s", ep->host, ep->port);
+    c->terr[0] = '\0';
+    if (c->tp.connect(c->tp.ctx, c->conn, ep->host, ep->port, c->terr, sizeof c->terr) != 0) {
+        int rc = sl_seterr(c, SLUICE_ERR_CONNECT, "connect to %s:%s failed: %s", ep->host, ep->port,
+                           c->terr[0] ? c->terr : "the transport refused");
         sl_drop_connection(c, -1);
         return rc;
     }
-    int fd = socket(sa.ss_family, SOCK_STREAM, 0);
-    if (fd < 0) {
-        rc = sl_seterr(c, SLUICE_ERR_CONNECT, "socket() failed: %s", strerror(errno));
-        sl_drop_connection(c, -1);
-        return rc;
-    }
-    int one = 1;
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-#ifdef SO_NOSIGPIPE
-    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
-#endif
-    c->fd = fd;
+    c->conn_open = 1;
     c->state = SLUICE_STATE_CONNECTING;
-    uint64_t now = sl_now_ms();
+    uint64_t now = sl_now_ms(c);
     c->deadline_ms = now + c->cfg.connect_timeout_ms;
     c->last_rx_ms = c->last_tx_ms = now;
-    if (connect(fd, (struct sockaddr *)&sa, salen) != 0) {
-        if (errno != EINPROGRESS && errno != EINTR) {
-            rc = sl_seterr(c, SLUICE_ERR_CONNECT, "connect to %s:%s failed: %s", ep->host, ep->port, strerror(errno));
-            sl_drop_connection(c, -1);
-            return rc;
-        }
-        c->connect_pending = 1;
-    }
     return SLUICE_OK;
 }
 
 /* ---- Writing -------------------------------------------------------------------------------------- */
 
-/* Writes as much of [p, p+n) as the socket takes. Returns bytes written, or -1 after dropping. */
+/* Writes as much of [p, p+n) as the transport takes. Returns bytes written, or -1 after dropping. */
 static long write_some(sluice_client *c, const uint8_t *p, size_t n, int *rc) {
-    for (;;) {
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-        if (w >= 0) {
-            if (w > 0) {
-                c->last_tx_ms = sl_now_ms();
-                c->progress++;
-            }
-            return (long)w;
-        }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-        *rc = sl_seterr(c, SLUICE_ERR_IO, "connection to %s:%s lost while writing: %s", ep_host(c), ep_port(c),
-                        strerror(errno));
-        sl_drop_connection(c, -1);
-        return -1;
+    c->terr[0] = '\0';
+    long w = c->tp.send(c->tp.ctx, c->conn, p, n, c->terr, sizeof c->terr);
+    if (w > 0) {
+        c->last_tx_ms = sl_now_ms(c);
+        c->progress++;
+        return w;
     }
+    if (w == 0) return 0;
+    if (c->state == SLUICE_STATE_CONNECTING && c->hello_off == 0) {
+        *rc = sl_seterr(c, SLUICE_ERR_CONNECT, "connect to %s:%s failed: %s", ep_host(c), ep_port(c), c->terr);
+    } else {
+        *rc = sl_seterr(c, SLUICE_ERR_IO, "connection to %s:%s lost while writing: %s", ep_host(c), ep_port(c),
+                        c->terr);
+    }
+    sl_drop_connection(c, -1);
+    return -1;
 }
 
 static uint64_t batch_readings_limit(const sluice_client *c) {
@@ -256,7 +187,7 @@ static int ask_for_credit(sluice_client *c, uint64_t need) {
    boundaries, each batch only once credit covers it. Seals new batches from the queue as credit allows. */
 static int flush_tx(sluice_client *c) {
     int rc = SLUICE_OK;
-    while (c->fd >= 0 && !c->connect_pending) {
+    while (c->conn_open && !c->close_deferred) {
         if (c->hello_off < c->hello_len) {
             long w = write_some(c, c->hello + c->hello_off, c->hello_len - c->hello_off, &rc);
             if (w <= 0) return rc;
@@ -312,6 +243,10 @@ static int flush_tx(sluice_client *c) {
                 if (ask_for_credit(c, b->readings)) continue;
                 return rc;
             }
+            /* kept in storage before its first byte goes out (store hooks) */
+            int src = sl_store_put(c, b);
+            if (src == 1) return rc;
+            if (src != SLUICE_OK) return src;
             c->credit -= b->readings;
             c->credit_stalled = 0;
             c->credit_requested = 0;
@@ -331,8 +266,12 @@ static int flush_tx(sluice_client *c) {
             if (ask_for_credit(c, want)) continue;
             return rc;
         }
+        if (c->next_seq == 0) {
+            return sl_seterr(c, SLUICE_ERR_STATE,
+                             "every seq up to 2^64-1 is used: no further batch can be sent as this producer_id");
+        }
         /* The seq must be durably reserved before a batch carrying it exists (seq_store hook). */
-        int prc = sl_seq_reserve(c, sl_now_ms());
+        int prc = sl_seq_reserve(c, sl_now_ms(c));
         if (prc == 1) return rc;
         if (prc != SLUICE_OK) return prc;
         sl_encode_limits el = {lim, batch_bytes_limit(c)};
@@ -343,6 +282,7 @@ static int flush_tx(sluice_client *c) {
             return sl_seterr(c, erc, "could not encode a batch of up to %llu readings: %s", (unsigned long long)lim,
                              erc == SLUICE_ERR_NOMEM ? "the allocator returned NULL" : "nothing fits max_batch_bytes");
         }
+        b->stored = 0;
         c->next_seq++;
         c->st.last_seq = b->seq;
         if (b->compressed) c->st.batches_compressed++;
@@ -384,7 +324,7 @@ static int parse_frames(sluice_client *c) {
         c->progress++;
         int r = sl_handle_frame(c, flags, c->rx + off + 5, len);
         if (r != SLUICE_OK && rc == SLUICE_OK) rc = r;
-        if (c->fd < 0) return rc; /* the frame ended the connection */
+        if (!c->conn_open || c->close_deferred) return rc; /* the frame ended the connection, or a callback the handle */
         off += 5 + (size_t)len;
     }
     if (off > 0) {
@@ -420,23 +360,24 @@ static int on_eof(sluice_client *c) {
 
 static int read_some(sluice_client *c) {
     int rc = SLUICE_OK;
-    while (c->fd >= 0) {
-        ssize_t r = recv(c->fd, c->rx + c->rx_len, c->rx_cap - c->rx_len, 0);
+    while (c->conn_open && !c->close_deferred) {
+        c->terr[0] = '\0';
+        long r = c->tp.recv(c->tp.ctx, c->conn, c->rx + c->rx_len, c->rx_cap - c->rx_len, c->terr, sizeof c->terr);
         if (r > 0) {
             c->rx_len += (size_t)r;
-            c->last_rx_ms = sl_now_ms();
+            c->last_rx_ms = sl_now_ms(c);
             int p = parse_frames(c);
             if (p != SLUICE_OK && rc == SLUICE_OK) rc = p;
             continue;
         }
-        if (r == 0) {
+        if (r == 0) return rc;
+        if (r == SLUICE_TRANSPORT_CLOSED) {
             int e = on_eof(c);
             return rc != SLUICE_OK ? rc : e;
         }
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return rc;
-        int e = sl_seterr(c, c->state == SLUICE_STATE_CONNECTING ? SLUICE_ERR_CONNECT : SLUICE_ERR_IO,
-                          "connection to %s:%s lost: %s", ep_host(c), ep_port(c), strerror(errno));
+        int e = c->state == SLUICE_STATE_CONNECTING
+                    ? sl_seterr(c, SLUICE_ERR_CONNECT, "connect to %s:%s failed: %s", ep_host(c), ep_port(c), c->terr)
+                    : sl_seterr(c, SLUICE_ERR_IO, "connection to %s:%s lost: %s", ep_host(c), ep_port(c), c->terr);
         sl_drop_connection(c, -1);
         return rc != SLUICE_OK ? rc : e;
     }
@@ -513,6 +454,8 @@ static int64_t next_timer(const sluice_client *c, uint64_t now) {
         if (c->state == SLUICE_STATE_READY && c->queue.readings > 0 && sl_seq_waiting(c, now) &&
             (at == 0 || c->seq_retry_at_ms < at))
             at = c->seq_retry_at_ms;
+        if (c->state == SLUICE_STATE_READY && sl_store_waiting(c, now) && (at == 0 || c->store_retry_at_ms < at))
+            at = c->store_retry_at_ms;
         if (at == 0) return -1;
         break;
     default:
@@ -523,34 +466,41 @@ static int64_t next_timer(const sluice_client *c, uint64_t now) {
 
 int sluice_timeout_ms(const sluice_client *c) {
     if (c == NULL) return -1;
-    int64_t t = next_timer(c, sl_now_ms());
+    int64_t t = next_timer(c, sl_now_ms(c));
     return t > 0x7fffffff ? 0x7fffffff : (int)t;
 }
 
 static int wants_write(const sluice_client *c) {
-    if (c->fd < 0) return 0;
-    if (c->connect_pending || c->hello_off < c->hello_len) return 1;
+    if (!c->conn_open) return 0;
+    if (c->hello_off < c->hello_len) return 1;
     if (c->state == SLUICE_STATE_CONNECTING) return 0;
     if (c->ctrl_off < c->ctrl_len || c->return_pending || c->pong_pending || c->ping_due || c->tx_off > 0) return 1;
     if (c->state != SLUICE_STATE_READY) return 0;
     if (c->tx_batch != NULL) {
         uint64_t need = c->tx_batch->readings;
+        if (sl_store_waiting(c, sl_now_ms(c))) return 0;
         return c->credit >= need || (c->srv_credit_requests && need != c->credit_requested &&
                                      (c->srv_max_batch_readings == 0 || need <= c->srv_max_batch_readings));
     }
     if (c->queue.readings > 0 && c->credit == 0 && c->srv_credit_requests && c->credit_requested == 0) return 1;
-    return c->queue.readings > 0 && c->credit > 0 && !sl_seq_waiting(c, sl_now_ms());
+    return c->queue.readings > 0 && c->credit > 0 && !sl_seq_waiting(c, sl_now_ms(c));
 }
 
 int sluice_fd(const sluice_client *c) {
-    return c ? c->fd : -1;
+    if (c == NULL || !c->conn_open || c->tp.fd == NULL) return -1;
+    return c->tp.fd(c->tp.ctx, c->conn);
+}
+
+static int want_events(const sluice_client *c) {
+    int ev = SLUICE_WANT_READ;
+    if (wants_write(c)) ev |= SLUICE_WANT_WRITE;
+    return ev;
 }
 
 int sluice_events(const sluice_client *c) {
-    if (c == NULL || c->fd < 0) return 0;
-    int ev = c->connect_pending ? 0 : SLUICE_WANT_READ;
-    if (wants_write(c)) ev |= SLUICE_WANT_WRITE;
-    return ev;
+    if (c == NULL || !c->conn_open) return 0;
+    int ev = want_events(c);
+    return c->tp.events != NULL ? c->tp.events(c->tp.ctx, c->conn, ev) : ev;
 }
 
 static void keep_first(int *rc, int r) {
@@ -559,40 +509,26 @@ static void keep_first(int *rc, int r) {
 
 int sl_pump(sluice_client *c, int timeout_ms) {
     int rc = SLUICE_OK;
-    uint64_t now = sl_now_ms();
+    if (c->close_deferred) return SLUICE_ERR_STATE;
+    uint64_t now = sl_now_ms(c);
     uint64_t progress = c->progress;
     keep_first(&rc, run_timers(c, now));
-    if (c->fd >= 0 && !c->connect_pending) keep_first(&rc, flush_tx(c));
+    if (c->conn_open) keep_first(&rc, flush_tx(c));
 
-    int64_t wait = next_timer(c, sl_now_ms());
+    int64_t wait = next_timer(c, sl_now_ms(c));
     if (timeout_ms >= 0 && (wait < 0 || wait > timeout_ms)) wait = timeout_ms;
     if (wait < 0) wait = 0; /* no timer and "wait forever" is not offered: callers pass a timeout */
     if (rc != SLUICE_OK || c->progress != progress) wait = 0;
 
-    if (c->fd >= 0) {
-        struct pollfd pfd = {c->fd, 0, 0};
-        if (!c->connect_pending) pfd.events |= POLLIN;
-        if (wants_write(c)) pfd.events |= POLLOUT;
-        int n = poll(&pfd, 1, (int)wait);
-        if (n > 0 && c->connect_pending) {
-            int err = 0;
-            socklen_t len = sizeof err;
-            if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-            if (err != 0) {
-                keep_first(&rc, sl_seterr(c, SLUICE_ERR_CONNECT, "connect to %s:%s failed: %s", ep_host(c),
-                                          ep_port(c), strerror(err)));
-                sl_drop_connection(c, -1);
-            } else if (pfd.revents & (POLLOUT | POLLERR | POLLHUP)) {
-                c->connect_pending = 0;
-            }
-        }
-        if (n > 0 && c->fd >= 0 && !c->connect_pending && (pfd.revents & (POLLIN | POLLHUP | POLLERR)))
-            keep_first(&rc, read_some(c));
-        if (c->fd >= 0 && !c->connect_pending) keep_first(&rc, flush_tx(c));
+    if (c->conn_open) {
+        int ready = c->tp.wait(c->tp.ctx, c->conn, want_events(c), (int)wait);
+        if (ready > 0 && (ready & SLUICE_WANT_READ)) keep_first(&rc, read_some(c));
+        if (c->close_deferred) return rc;
+        if (c->conn_open) keep_first(&rc, flush_tx(c));
     } else if (wait > 0) {
-        poll(NULL, 0, (int)wait);
+        c->tp.wait(c->tp.ctx, NULL, 0, (int)wait);
     }
-    keep_first(&rc, run_timers(c, sl_now_ms()));
-    if (c->fd >= 0 && !c->connect_pending) keep_first(&rc, flush_tx(c));
+    keep_first(&rc, run_timers(c, sl_now_ms(c)));
+    if (c->conn_open) keep_first(&rc, flush_tx(c));
     return rc;
 }

@@ -1,5 +1,6 @@
 /* Frames the client writes (Hello, Ping, Pong, CreditRequest, CreditReturn) and what it does with each frame
    the server sends. */
+#include <stdio.h>
 #include <string.h>
 
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createDCtx_advanced: zstd allocates through our hooks */
@@ -206,6 +207,22 @@ static int on_welcome(sluice_client *c, const Sluice__V1__Welcome *w) {
         sl_drop_connection(c, 0);
         return SLUICE_ERR_UNSUPPORTED;
     }
+    /* committed_seq is the server's word on this producer: it cannot be the last seq there is (nothing could
+       follow it), nor above what this run has sealed once it sealed any (the server cannot have committed a
+       batch never sent; another device using the same producer_id would explain it). */
+    if (w->committed_seq == UINT64_MAX) {
+        sl_seterr(c, SLUICE_ERR_PROTOCOL, "server's Welcome.committed_seq is 2^64-1: no seq is left to send");
+        sl_drop_connection(c, -1);
+        return SLUICE_ERR_PROTOCOL;
+    }
+    if (c->st.last_seq != 0 && w->committed_seq > c->st.last_seq) {
+        sl_seterr(c, SLUICE_ERR_PROTOCOL,
+                  "server's Welcome.committed_seq %llu is above the highest seq this client has sent (%llu): is "
+                  "another device using the same producer_id?",
+                  (unsigned long long)w->committed_seq, (unsigned long long)c->st.last_seq);
+        sl_drop_connection(c, -1);
+        return SLUICE_ERR_PROTOCOL;
+    }
     c->credit = w->initial_credit;
     c->session_id = w->session_id;
     c->srv_max_batch_readings = w->max_batch_readings;
@@ -224,6 +241,10 @@ static int on_welcome(sluice_client *c, const Sluice__V1__Welcome *w) {
     c->deadline_ms = 0;
     c->st.connects++;
     c->credit_stalled = 0;
+    sl_log(c, SLUICE_LOG_INFO, "session %llu open with %s:%s: credit %llu, committed_seq %llu, next seq %llu",
+           (unsigned long long)c->session_id, c->endpoints[c->endpoint_current].host,
+           c->endpoints[c->endpoint_current].port, (unsigned long long)c->credit,
+           (unsigned long long)w->committed_seq, (unsigned long long)c->next_seq);
     return SLUICE_OK;
 }
 
@@ -237,11 +258,18 @@ static int on_ack(sluice_client *c, const Sluice__V1__Ack *ack) {
         /* Not outstanding here: already settled by Welcome.committed_seq or a repeated ack. Harmless. */
         return SLUICE_OK;
     }
+    if ((uint64_t)ack->accepted + ack->rejected > b->readings) {
+        sl_seterr(c, SLUICE_ERR_PROTOCOL, "server's Ack for batch %llu counts %u accepted + %u rejected readings, but "
+                  "the batch held %u", (unsigned long long)ack->seq, ack->accepted, ack->rejected, b->readings);
+        sl_drop_connection(c, -1);
+        return SLUICE_ERR_PROTOCOL;
+    }
     b = take_unacked(c, ack->seq);
     c->st.batches_acked++;
     if (ack->duplicate) c->st.batches_duplicate++;
     c->st.readings_accepted += ack->accepted;
     c->st.readings_rejected += ack->rejected;
+    sl_store_remove(c, b);
     report(c, b, ack, 0, 0, NULL);
     sl_batch_free(&c->mem, b);
     return SLUICE_OK;
@@ -264,6 +292,7 @@ static int on_error(sluice_client *c, const Sluice__V1__Error *e) {
         sl_batch *b = take_unacked(c, e->seq);
         if (b != NULL) {
             c->st.batches_dropped++;
+            sl_store_remove(c, b);
             report(c, b, NULL, 1, code, msg);
             sl_batch_free(&c->mem, b);
         }
@@ -286,6 +315,9 @@ static int on_error(sluice_client *c, const Sluice__V1__Error *e) {
 
 static int on_go_away(sluice_client *c, const Sluice__V1__GoAway *g) {
     c->goaway_delay_ms = g->reconnect_after_ms;
+    snprintf(c->goaway_reason, sizeof c->goaway_reason, "%s", g->reason ? g->reason : "");
+    sl_log(c, SLUICE_LOG_WARN, "server %s sent GoAway (%s): reconnecting in %u ms once its acks are in",
+           c->endpoints[c->endpoint_current].host, c->goaway_reason, g->reconnect_after_ms);
     if (c->state == SLUICE_STATE_CONNECTING) {
         sl_seterr(c, SLUICE_ERR_SERVER, "server is draining (GoAway: %s); reconnecting in %u ms",
                   g->reason ? g->reason : "", g->reconnect_after_ms);
@@ -295,7 +327,7 @@ static int on_go_away(sluice_client *c, const Sluice__V1__GoAway *g) {
     if (c->state == SLUICE_STATE_READY) {
         c->state = SLUICE_STATE_DRAINING;
         uint32_t t = c->cfg.io_timeout_ms;
-        c->deadline_ms = sl_now_ms() + t;
+        c->deadline_ms = sl_now_ms(c) + t;
     }
     return SLUICE_OK;
 }

@@ -86,6 +86,7 @@ typedef struct sl_batch {
     uint32_t readings;
     int compressed;
     uint32_t sends; /* times its writing started, over all connections */
+    int stored;     /* kept by store_put (always 1 without store hooks) */
     uint8_t *buf;  /* allocation; the frame is buf[off, off+len) */
     size_t off, len;
 } sl_batch;
@@ -144,9 +145,12 @@ struct sluice_client {
     uint64_t unacked_batches, unacked_readings;
 
     /* connection */
+    sluice_transport tp; /* copied at create */
+    void *conn;          /* tp.conn_size bytes: the transport's state of the connection */
+    int conn_open;       /* between tp.connect and tp.close */
+    char terr[160];      /* the transport's last error text */
+    char goaway_reason[128];
     int state;
-    int fd;
-    int connect_pending; /* TCP connect in progress */
     uint64_t deadline_ms;     /* connect/handshake or drain deadline */
     uint64_t reconnect_at_ms;
     uint32_t backoff_attempt;
@@ -174,6 +178,7 @@ struct sluice_client {
     uint64_t next_seq;
     uint64_t seq_reserved_below; /* seqs below this are covered by seq_store (UINT64_MAX without hooks) */
     uint64_t seq_retry_at_ms;    /* after a failed seq_store: not called again before this (0: none)  */
+    uint64_t store_retry_at_ms;  /* after a failed store_put: not called again before this (0: at once) */
     uint64_t session_id;
     uint32_t srv_max_batch_readings;
     uint32_t srv_max_frame_bytes;
@@ -186,6 +191,11 @@ struct sluice_client {
     uint64_t rng;
 
     sluice_stats st;
+
+    /* re-entrancy: set while a public call runs (its callbacks may not call back in, except sluice_close,
+       which is deferred until the outermost call returns) */
+    int busy;
+    int close_deferred;
 };
 
 int sl_seterr(sluice_client *c, int code, const char *fmt, ...)
@@ -194,7 +204,15 @@ int sl_seterr(sluice_client *c, int code, const char *fmt, ...)
 #endif
     ;
 
-uint64_t sl_now_ms(void);
+uint64_t sl_now_ms(const sluice_client *c); /* the transport's clock */
+/* Formats and hands a line to config.log, if set. */
+void sl_log(sluice_client *c, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Overwrites n bytes in a way the compiler may not elide (the token in the Hello buffer). */
+void sl_wipe(void *p, size_t n);
 
 /* conn.c */
 int sl_parse_endpoints(sluice_client *c, const char *text);
@@ -211,6 +229,12 @@ int sl_seq_load(sluice_client *c); /* at create: applies seq_load; SLUICE_ERR_PE
 int sl_seq_reserve(sluice_client *c, uint64_t now_ms);
 /* 1 when sealing waits for a seq_store retry (nothing to write until then). */
 int sl_seq_waiting(const sluice_client *c, uint64_t now_ms);
+
+/* store.c */
+int sl_store_load(sluice_client *c);              /* at create: kept batches back as unacked */
+int sl_store_put(sluice_client *c, sl_batch *b);   /* SLUICE_OK, 1 (not now: retry later) or SLUICE_ERR_PERSIST */
+void sl_store_remove(sluice_client *c, const sl_batch *b);
+int sl_store_waiting(const sluice_client *c, uint64_t now_ms);
 
 /* frames.c */
 int sl_handle_frame(sluice_client *c, uint8_t flags, const uint8_t *payload, size_t len);

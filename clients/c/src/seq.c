@@ -9,8 +9,6 @@
 
 #include "internal.h"
 
-#define SL_SEQ_PATH_MAX 4000
-
 static int file_hooks(const sluice_client *c) {
     return c->cfg.seq_store == sluice_seq_file_store && c->cfg.seq_load == sluice_seq_file_load &&
            c->cfg.seq_user != NULL;
@@ -140,14 +138,35 @@ static int write_all(int fd, const char *p, size_t n) {
     return 0;
 }
 
+/* At most this many bytes in the directory part of a seq file's path, and in its file name: one buffer
+   holds either in turn, so the store needs well under 1 KiB of stack. */
+#define SL_SEQ_DIR_MAX 700
+#define SL_SEQ_NAME_MAX 255
+
 int sluice_seq_file_store(void *user, uint64_t next_seq) {
     const char *path = user;
     if (path == NULL || path[0] == '\0' || next_seq == 0) return -EINVAL;
-    size_t len = strlen(path);
-    if (len > SL_SEQ_PATH_MAX) return -ENAMETOOLONG;
-    char tmp[SL_SEQ_PATH_MAX + 8];
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, ".tmp", 5);
+    const char *slash = strrchr(path, '/');
+    const char *name = slash ? slash + 1 : path;
+    size_t dlen = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    size_t nlen = strlen(name);
+    if (nlen == 0) return -EISDIR;
+    if (dlen > SL_SEQ_DIR_MAX || nlen > SL_SEQ_NAME_MAX) return -ENAMETOOLONG;
+
+    /* The directory first: the file is written and renamed relative to it, and it is synced last. */
+    char buf[SL_SEQ_DIR_MAX + 8];
+    if (slash == NULL) {
+        memcpy(buf, ".", 2);
+    } else if (slash == path) {
+        memcpy(buf, "/", 2);
+    } else {
+        memcpy(buf, path, dlen);
+        buf[dlen] = '\0';
+    }
+    int dfd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return -errno;
+    memcpy(buf, name, nlen);
+    memcpy(buf + nlen, ".tmp", 5); /* buf is now the temporary file's name in that directory */
 
     char digits[24];
     size_t nd = 0;
@@ -160,31 +179,19 @@ int sluice_seq_file_store(void *user, uint64_t next_seq) {
     for (size_t i = 0; i < nd; i++) text[i] = digits[nd - 1 - i];
     text[nd] = '\n';
 
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return -errno;
-    int rc = write_all(fd, text, nd + 1);
-    if (rc == 0 && fsync(fd) != 0) rc = -errno;
-    if (close(fd) != 0 && rc == 0) rc = -errno;
-    if (rc == 0 && rename(tmp, path) != 0) rc = -errno;
-    if (rc != 0) {
-        unlink(tmp);
-        return rc;
+    int rc = 0;
+    int fd = openat(dfd, buf, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) rc = -errno;
+    if (rc == 0) {
+        rc = write_all(fd, text, nd + 1);
+        if (rc == 0 && fsync(fd) != 0) rc = -errno;
+        if (close(fd) != 0 && rc == 0) rc = -errno;
+        if (rc == 0 && renameat(dfd, buf, dfd, name) != 0) rc = -errno;
+        if (rc != 0) unlinkat(dfd, buf, 0);
     }
-    /* The rename itself is durable only once the directory is synced. */
-    char dir[SL_SEQ_PATH_MAX + 8];
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL) {
-        memcpy(dir, ".", 2);
-    } else if (slash == path) {
-        memcpy(dir, "/", 2);
-    } else {
-        memcpy(dir, path, (size_t)(slash - path));
-        dir[slash - path] = '\0';
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) return -errno;
-    /* EINVAL: this file system cannot sync a directory (its renames are durable by other means). */
-    if (fsync(dfd) != 0 && errno != EINVAL) rc = -errno;
+    /* The rename itself is durable only once the directory is synced. EINVAL: this file system cannot sync a
+       directory (its renames are durable by other means). */
+    if (rc == 0 && fsync(dfd) != 0 && errno != EINVAL) rc = -errno;
     close(dfd);
     return rc;
 }

@@ -18,6 +18,9 @@
 
 #include "check.h"
 #include "sluice.h"
+#ifdef SLUICE_TLS_MBEDTLS
+#include "sluice_tls.h"
+#endif
 
 static const char *sluiced_path;
 static char admin_url[512];  /* the test cluster's `postgres` database */
@@ -28,6 +31,7 @@ static char work_dir[128];
 static pid_t daemon_pid = -1;
 static int daemon_port;
 static int daemon_starts;
+static const char *daemon_tls_cert, *daemon_tls_key; /* set: sluiced serves TLS */
 
 static int64_t now_us(void) {
     struct timeval tv;
@@ -101,6 +105,10 @@ static int start_daemon(int port) {
         dup2(fd, 1);
         dup2(fd, 2);
         close(fd);
+        if (daemon_tls_cert != NULL) {
+            execl(sluiced_path, "sluiced", "--listen", listen, "--database-url", db_url, "--http", "127.0.0.1:0",
+                  "--state-dir", state, "--tls-cert", daemon_tls_cert, "--tls-key", daemon_tls_key, (char *)NULL);
+        }
         execl(sluiced_path, "sluiced", "--listen", listen, "--database-url", db_url, "--http", "127.0.0.1:0",
               "--state-dir", state, (char *)NULL);
         _exit(127);
@@ -523,6 +531,226 @@ static void a_big_resent_batch_gets_its_credit_through_a_credit_request(void) {
     sluice_close(c);
 }
 
+/* Store-and-forward: a device process killed (SIGKILL) mid-stream, its batches sent but uncommitted (a lock
+   holds PostgreSQL back) and then lost by the server too (sluiced killed before it could commit them). The
+   restarted device loads them from its file store and resends them: every reading lands exactly once. A
+   control device without a store loses them. */
+static pid_t device_process(uint8_t id_byte, const char *store_path, const char *seq_path, const char *dev,
+                            int64_t t0, int rounds, int report_fd) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    static sluice_store_file st;
+    char ep[64];
+    sluice_config cfg = daemon_config(ep, id_byte);
+    cfg.max_batch_readings = 1000;
+    cfg.io_timeout_ms = 5000;
+    sluice_config_seq_file(&cfg, seq_path);
+    if (store_path != NULL) {
+        if (sluice_store_file_open(&st, store_path, 4u << 20, SLUICE_FSYNC_EVERY_BATCH) != 0) _exit(2);
+        sluice_config_store_file(&cfg, &st);
+    }
+    sluice_client *c = sluice_create(&cfg);
+    if (c == NULL || sluice_err(c) != SLUICE_OK || sluice_connect(c) != SLUICE_OK) _exit(3);
+    for (int r = 0; r < rounds; r++) {
+        if (feed(c, dev, t0 + (int64_t)r * 1000 * 1000, 1000) != SLUICE_OK) _exit(4);
+        while (sluice_send(c) != SLUICE_OK) sluice_poll(c, 50);
+        if (write(report_fd, &r, sizeof r) != (ssize_t)sizeof r) _exit(5);
+    }
+    for (;;) sluice_poll(c, 1000); /* mid-stream: waiting for acks that cannot come, until SIGKILL */
+}
+
+static void a_killed_device_resends_its_kept_batches_and_every_reading_lands_once(void) {
+    char store_path[200], seq_a[200], seq_b[200];
+    snprintf(store_path, sizeof store_path, "%s/device.ring", work_dir);
+    snprintf(seq_a, sizeof seq_a, "%s/saf-a.seq", work_dir);
+    snprintf(seq_b, sizeof seq_b, "%s/saf-b.seq", work_dir);
+    int64_t t0 = now_us() - 200ll * 1000000;
+    table_lock lock = lock_readings();
+    int reports[2];
+    CHECK(pipe(reports) == 0);
+    pid_t a = device_process(7, store_path, seq_a, "it-saf", t0, 3, reports[1]);
+    pid_t b = device_process(8, NULL, seq_b, "it-nosaf", t0, 3, reports[1]);
+    int got = 0, r;
+    while (got < 6 && read(reports[0], &r, sizeof r) == (ssize_t)sizeof r) got++;
+    CHECK(got == 6); /* both devices sealed, kept and wrote 3 batches */
+    close(reports[0]);
+    close(reports[1]);
+    char out[64] = "";
+    for (int i = 0; i < 100; i++) { /* a writer's COPY is waiting for the lock */
+        psql(db_url, out, sizeof out,
+             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = "
+             "'Lock' AND query LIKE '%%COPY%%'");
+        if (atoi(out) >= 1) break;
+        usleep(100000);
+    }
+    kill(a, SIGKILL); /* the devices crash mid-stream... */
+    kill(b, SIGKILL);
+    waitpid(a, NULL, 0);
+    waitpid(b, NULL, 0);
+    stop_daemon(SIGKILL); /* ...and the server loses the batches it had not committed */
+    unlock_readings(lock);
+    CHECK(start_daemon(daemon_port) == 0);
+    CHECK(count_rows("WHERE device_id IN ('it-saf', 'it-nosaf')") == 0);
+
+    /* The devices restart: A finds its 3 batches in its store, B has nothing. Each sends one more round. */
+    static sluice_store_file st;
+    CHECK(sluice_store_file_open(&st, store_path, 4u << 20, SLUICE_FSYNC_EVERY_BATCH) == 0);
+    char ep[64];
+    sluice_config cfg = daemon_config(ep, 7);
+    cfg.max_batch_readings = 1000;
+    sluice_config_seq_file(&cfg, seq_a);
+    sluice_config_store_file(&cfg, &st);
+    sluice_client *d = sluice_create(&cfg);
+    CHECK_RC(d, sluice_err(d), SLUICE_OK);
+    sluice_stats sd;
+    sluice_get_stats(d, &sd);
+    CHECK(sd.batches_restored == 3 && sd.readings_unacked == 3000);
+    CHECK_RC(d, feed(d, "it-saf", t0 + 3ll * 1000 * 1000, 1000), SLUICE_OK);
+    CHECK_RC(d, flush_verbose(d, 120000), SLUICE_OK);
+    sluice_get_stats(d, &sd);
+    fprintf(stderr, "  with the store: %llu kept batches loaded and resent, %llu readings acked\n",
+            (unsigned long long)sd.batches_restored, (unsigned long long)sd.readings_accepted);
+    sluice_close(d);
+    sluice_store_file_close(&st);
+
+    sluice_config cx = daemon_config(ep, 8);
+    cx.max_batch_readings = 1000;
+    sluice_config_seq_file(&cx, seq_b);
+    sluice_client *x = sluice_create(&cx);
+    CHECK_RC(x, sluice_err(x), SLUICE_OK);
+    CHECK_RC(x, feed(x, "it-nosaf", t0 + 3ll * 1000 * 1000, 1000), SLUICE_OK);
+    CHECK_RC(x, flush_verbose(x, 120000), SLUICE_OK);
+    sluice_close(x);
+
+    long long with = count_rows("WHERE device_id = 'it-saf'");
+    long long without = count_rows("WHERE device_id = 'it-nosaf'");
+    fprintf(stderr, "  readings stored: %lld of 4000 with the store, %lld of 4000 without (control)\n", with, without);
+    CHECK(with == 4000);
+    CHECK(duplicated_rows("it-saf") == 0);
+    CHECK(without == 1000); /* the hazard the store removes */
+    unlink(store_path);
+    unlink(seq_a);
+    unlink(seq_b);
+}
+
+#ifdef SLUICE_TLS_MBEDTLS
+/* TLS with mbedTLS against sluiced --tls-cert/--tls-key, with a throwaway CA: the right CA and name stream
+   every reading exactly once (sluiced killed and restarted mid-stream included); a wrong CA or a wrong name
+   fails with a clear error. */
+static int sh(const char *fmt, ...) {
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+static sluice_client *tls_client(sluice_tls *tls, uint8_t id_byte, char ep[64]) {
+    sluice_config cfg = daemon_config(ep, id_byte);
+    snprintf(ep, 64, "localhost:%d", daemon_port); /* the name in the server's certificate */
+    cfg.transport = sluice_tls_transport(tls);
+    cfg.io_timeout_ms = 1000;
+    cfg.memory_limit = 64u << 20;
+    sluice_client *c = sluice_create(&cfg);
+    CHECK_RC(c, sluice_err(c), SLUICE_OK);
+    return c;
+}
+
+static void tls_streams_every_reading_once_and_refuses_a_wrong_ca_or_name(void) {
+    char d[200], ca[256], ca2[256], cert[256], key[256];
+    snprintf(d, sizeof d, "%s/tls", work_dir);
+    snprintf(ca, sizeof ca, "%s/ca.pem", d);
+    snprintf(ca2, sizeof ca2, "%s/other-ca.pem", d);
+    snprintf(cert, sizeof cert, "%s/server.pem", d);
+    snprintf(key, sizeof key, "%s/server.key", d);
+    int rc = sh("set -e; mkdir -p %s; cd %s; "
+                "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key "
+                "-out ca.pem -days 2 -subj /CN=sluice-test-ca 2>/dev/null; "
+                "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout other-ca.key "
+                "-out other-ca.pem -days 2 -subj /CN=sluice-other-ca 2>/dev/null; "
+                "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key "
+                "-out server.csr -subj /CN=localhost 2>/dev/null; "
+                "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext.cnf; "
+                "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem "
+                "-days 2 -extfile ext.cnf 2>/dev/null",
+                d, d);
+    CHECK(rc == 0);
+    if (rc != 0) return;
+    stop_daemon(SIGTERM);
+    daemon_tls_cert = cert;
+    daemon_tls_key = key;
+    CHECK(start_daemon(daemon_port) == 0);
+
+    char err[200], ep[64];
+    sluice_tls_config tc;
+    memset(&tc, 0, sizeof tc);
+    tc.ca_file = ca;
+    sluice_tls *tls = sluice_tls_create(&tc, err, sizeof err);
+    CHECK(tls != NULL);
+    if (tls == NULL) {
+        fprintf(stderr, "  %s\n", err);
+        return;
+    }
+
+    /* streaming, with sluiced killed and restarted in the middle */
+    sluice_client *c = tls_client(tls, 9, ep);
+    CHECK_RC(c, sluice_connect(c), SLUICE_OK);
+    int64_t t0 = now_us() - 100ll * 1000000;
+    long long total = 0;
+    char dev[32];
+    for (int round = 0; round < 12; round++) {
+        snprintf(dev, sizeof dev, "it-tls-%d", round);
+        CHECK_RC(c, feed(c, dev, t0, 5000), SLUICE_OK);
+        total += 5000;
+        if (round == 4) kill(daemon_pid, SIGSTOP);
+        int r = sluice_send(c);
+        if (round < 4) CHECK_RC(c, r, SLUICE_OK);
+        if (round == 4) stop_daemon(SIGKILL);
+        sluice_poll(c, 10);
+        if (round == 7) CHECK(start_daemon(daemon_port) == 0);
+    }
+    CHECK_RC(c, flush_verbose(c, 120000), SLUICE_OK);
+    sluice_stats st;
+    sluice_get_stats(c, &st);
+    fprintf(stderr, "  over TLS: %llu readings acked in %llu sessions (%llu batches resent)\n",
+            (unsigned long long)st.readings_accepted, (unsigned long long)st.connects,
+            (unsigned long long)st.resent_batches);
+    CHECK(st.connects >= 2);
+    CHECK(count_rows("WHERE device_id LIKE 'it-tls-%'") == total);
+    CHECK(duplicated_rows("it-tls-%") == 0);
+    sluice_close(c);
+
+    /* a name the certificate does not carry */
+    tc.server_name = "wrong.example";
+    sluice_tls *wrong_name = sluice_tls_create(&tc, err, sizeof err);
+    c = tls_client(wrong_name, 10, ep);
+    CHECK_RC(c, sluice_connect(c), SLUICE_ERR_CONNECT);
+    fprintf(stderr, "  wrong name: %s\n", sluice_errstr(c));
+    CHECK(strstr(sluice_errstr(c), "does not verify") != NULL && strstr(sluice_errstr(c), "CN") != NULL);
+    sluice_close(c);
+    sluice_tls_free(wrong_name);
+
+    /* a CA that did not sign the server's certificate */
+    tc.server_name = NULL;
+    tc.ca_file = ca2;
+    sluice_tls *wrong_ca = sluice_tls_create(&tc, err, sizeof err);
+    c = tls_client(wrong_ca, 11, ep);
+    CHECK_RC(c, sluice_connect(c), SLUICE_ERR_CONNECT);
+    fprintf(stderr, "  wrong CA: %s\n", sluice_errstr(c));
+    CHECK(strstr(sluice_errstr(c), "not correctly signed by the trusted CA") != NULL);
+    sluice_close(c);
+    sluice_tls_free(wrong_ca);
+
+    /* no CA at all is refused up front */
+    tc.ca_file = NULL;
+    CHECK(sluice_tls_create(&tc, err, sizeof err) == NULL && strstr(err, "ca_pem or ca_file") != NULL);
+    tc.ca_file = "/nonexistent/ca.pem";
+    CHECK(sluice_tls_create(&tc, err, sizeof err) == NULL && strstr(err, "/nonexistent/ca.pem") != NULL);
+    sluice_tls_free(tls);
+}
+#endif
+
 int main(void) {
     sluiced_path = getenv("SLUICED");
     const char *url = getenv("SLUICE_TEST_DATABASE_URL");
@@ -561,6 +789,10 @@ int main(void) {
         RUN(a_killed_daemon_is_survived_with_every_reading_stored_exactly_once);
         RUN(a_rebooted_device_resumes_its_seq_from_the_file_and_no_reading_is_dropped);
         RUN(a_big_resent_batch_gets_its_credit_through_a_credit_request);
+        RUN(a_killed_device_resends_its_kept_batches_and_every_reading_lands_once);
+#ifdef SLUICE_TLS_MBEDTLS
+        RUN(tls_streams_every_reading_once_and_refuses_a_wrong_ca_or_name); /* last: sluiced serves TLS after it */
+#endif
     } else {
         check_failures++;
     }
