@@ -256,7 +256,11 @@ public actor SluiceClient {
         if let spool { return spool.bytesOnDisk.load(ordering: .relaxed) >= spool.configuration.maxBytes }
         return buffer.bytes + pending.estimatedBytes >= buffer.capacityBytes
     }
-    private var isDrained: Bool { pending.isEmpty && buffer.isEmpty && spoolWindow.backlogIsEmpty && !spoolWindow.loading }
+    /// With a spool, drained also means acknowledged batches have left it, so a flushed client's spool is empty.
+    private var isDrained: Bool {
+        pending.isEmpty && buffer.isEmpty && spoolWindow.backlogIsEmpty && !spoolWindow.loading && !spoolWindow.releasing
+            && spoolWindow.toRelease.isEmpty
+    }
 
     func checkUsable() throws {
         if let failure { throw failure }

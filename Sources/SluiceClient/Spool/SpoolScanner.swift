@@ -39,7 +39,11 @@ struct SpoolScanner {
     /// Scans every segment. With `repair`, a torn tail is truncated so that the next scan is clean.
     static func scan(directory: String, repair: Bool) throws -> Result {
         var result = Result()
-        for number in try segments(in: directory) {
+        let numbers = try segments(in: directory)
+        for number in numbers {
+            // Appends go only to the newest segment, so only there can a crash leave a torn tail; anywhere
+            // else a bad record is corruption.
+            let newest = number == numbers.last
             let path = directory + "/" + segmentName(number)
             guard let data = FileManager.default.contents(atPath: path) else {
                 result.problems.append(.unreadable(segment: number, reason: "cannot read \(path)"))
@@ -59,7 +63,7 @@ struct SpoolScanner {
                     offset = bytes.count
                 case .invalid(let why):
                     let resume = nextRecord(in: bytes, after: offset)
-                    if resume == nil, isTornTail(bytes, at: offset) {
+                    if resume == nil, newest, isTornTail(bytes, at: offset) {
                         result.problems.append(.tornTail(segment: number, offset: offset, bytes: bytes.count - offset))
                         if repair, truncate(path, offset) == 0 { size = offset }
                     } else {
