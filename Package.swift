@@ -114,6 +114,7 @@ let package = Package(
             name: "sluice",
             dependencies: [
                 "SluiceClient", "SluiceCore",
+                .product(name: "NIOPosix", package: "swift-nio"),  // spool inspect: file reads on its thread pool
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -12,6 +12,8 @@ public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
     case unsupported(String)
     /// The producer state file could not be read or written.
     case stateFile(path: String, reason: String)
+    /// The spool directory could not be opened, locked, read or written.
+    case spool(directory: String, reason: String)
     /// `flush` or `close` gave up waiting: this much was still not acknowledged.
     case flushTimedOut(unackedReadings: Int, unackedBatches: Int, lastProblem: String?)
     /// The client was closed; create a new one to send more.
@@ -40,6 +42,8 @@ public enum ClientError: Error, Sendable, Equatable, CustomStringConvertible {
             "the server does not support this client (\(message)): upgrade sluice or sluiced so both speak protocol v\(sluiceProtocolVersion)"
         case .stateFile(let path, let reason):
             "producer state file \(path): \(reason)"
+        case .spool(let directory, let reason):
+            "spool \(directory): \(reason)"
         case .flushTimedOut(let readings, let batches, let last):
             "gave up waiting: \(readings) readings in \(batches) batches are not acknowledged"
                 + (last.map { " (last problem: \($0))" } ?? "")

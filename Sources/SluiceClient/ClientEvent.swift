@@ -89,6 +89,18 @@ public struct ClientStats: Sendable, Equatable {
     public var batchWireReadings = 0
     /// The last connection problem, for "why is nothing acked" questions.
     public var lastProblem: String?
+    /// With a spool: batches and readings in it not yet acknowledged, its bytes on disk, whether `send` waits
+    /// for room now, what the drop-oldest policy dropped, and the input position taken up to.
+    public var spooled = false
+    public var spoolBatches = 0
+    public var spoolReadings = 0
+    public var spoolBytes = 0
+    public var spoolFull = false
+    public var spoolDroppedBatches = 0
+    public var spoolDroppedReadings = 0
+    /// Spooled batches whose record no longer checked out when read back (the disk changed under it).
+    public var spoolUnreadableBatches = 0
+    public var spoolInputPosition: UInt64 = 0
 
     public init() {}
 }

@@ -24,13 +24,18 @@ public struct SluiceClientConfiguration: Sendable {
     public var clientVersion: String
     /// TLS to the server; nil = plain TCP (the default, and what a server without `--tls-cert` speaks).
     public var tls: ClientTLS?
+    /// A durable spool on disk: batches are written there before `send` returns and resent from there after
+    /// a restart. The spool keeps the producer identity; `producer` then only seeds a new spool (from a
+    /// `.stateFile` that exists), so a gateway moving to a spool stays the same producer.
+    public var spool: SpoolConfiguration?
 
     public init(
         endpoints: [Endpoint], token: String = "", producer: ProducerSource = .ephemeral,
         maxBatchReadings: Int = 5_000, bufferCapacityBytes: Int = 64 << 20, compression: Bool = true,
         reconnectInitialDelay: Duration = .milliseconds(50), reconnectMaxDelay: Duration = .seconds(2),
         connectTimeout: Duration = .seconds(5), defaultHeartbeat: Duration = .seconds(10),
-        clientName: String = "SluiceClient", clientVersion: String = sluiceClientVersion, tls: ClientTLS? = nil
+        clientName: String = "SluiceClient", clientVersion: String = sluiceClientVersion, tls: ClientTLS? = nil,
+        spool: SpoolConfiguration? = nil
     ) {
         self.endpoints = endpoints
         self.token = token
@@ -45,6 +50,7 @@ public struct SluiceClientConfiguration: Sendable {
         self.clientName = clientName
         self.clientVersion = clientVersion
         self.tls = tls
+        self.spool = spool
     }
 }
 

@@ -68,39 +68,18 @@ public enum ProducerStateFile {
         return state
     }
 
-    /// Lock files this process holds, by path; their descriptors stay open (and locked) until it exits.
-    private static let held = NSLock()
-    nonisolated(unsafe) private static var heldPaths: [String: Int32] = [:]
-
     /// Takes `flock(LOCK_EX | LOCK_NB)` on `<path>.lock` (once per process) and writes our PID into it.
     public static func lock(_ path: String) throws(ClientError) {
         let lockPath = URL(fileURLWithPath: path).standardizedFileURL.path + ".lock"
-        held.lock()
-        defer { held.unlock() }
-        if heldPaths[lockPath] != nil { return }
-        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw .stateFile(path: path, reason: "cannot open its lock file \(lockPath): \(String(cString: strerror(errno)))")
-        }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let reason = errno
-            var buffer = [UInt8](repeating: 0, count: 32)
-            let count = pread(fd, &buffer, buffer.count, 0)
-            close(fd)
-            guard reason == EWOULDBLOCK else {
-                throw .stateFile(path: path, reason: "cannot lock \(lockPath): \(String(cString: strerror(reason)))")
-            }
-            let pid = count > 0 ? Int(String(decoding: buffer[..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) : nil
-            let holder = pid.map { "process \($0)" } ?? "another process"
-            throw .stateFile(
-                path: path,
-                reason: "\(holder) is using it (it holds \(lockPath)): two producers cannot share one identity; "
-                    + "give each its own --state-file, or wait until that one exits")
-        }
-        let text = Array("\(getpid())\n".utf8)
-        _ = ftruncate(fd, 0)
-        _ = pwrite(fd, text, text.count, 0)
-        heldPaths[lockPath] = fd
+        try FileLock.acquire(
+            lockPath,
+            error: { .stateFile(path: path, reason: $0) },
+            busy: { holder in
+                .stateFile(
+                    path: path,
+                    reason: "\(holder) is using it (it holds \(lockPath)): two producers cannot share one identity; "
+                        + "give each its own --state-file, or wait until that one exits")
+            })
     }
 
     /// Replaces the file atomically (write a temporary file, fsync, rename).

@@ -23,18 +23,29 @@ public actor SluiceClient {
     /// What happened: sessions, acks, rejections, errors. Buffers the newest 10,000 events if nobody reads.
     public nonisolated let events: AsyncStream<ClientEvent>
 
-    private let configuration: SluiceClientConfiguration
-    private let logger: Logger
+    /// What opening the spool found (nil without a spool): batches an earlier run left, problems recovered from.
+    public nonisolated let spoolRecovery: SpoolRecovery?
+
+    let configuration: SluiceClientConfiguration
+    let logger: Logger
     private let eventSink: AsyncStream<ClientEvent>.Continuation
-    private let stateFilePath: String?
-    private let compressor: ZstdCompressor?
+    let stateFilePath: String?
+    let compressor: ZstdCompressor?
+    /// The spool (nil without one) and the client's bookkeeping of it (SluiceClient+Spool.swift).
+    let spool: Spool?
+    var spoolWindow: SpoolWindow
+    /// Spooled batches with seqs below this were left by an earlier run.
+    let spoolRecoveredBelow: UInt64
     /// The TLS context every connection of this client uses; nil = plain TCP.
     private let tlsSetup: ClientTLSSetup?
 
-    private struct Unacked: Sendable {
+    struct Unacked: Sendable {
         var frame: ByteBuffer
         var enqueuedAt: ContinuousClock.Instant
+        /// Nil until first transmitted (a spooled batch waits in the buffer before its first send).
         var firstSentAt: ContinuousClock.Instant?
+        /// Left in the spool by an earlier run: every transmission of it is a resend.
+        var recovered = false
     }
 
     private struct Session {
@@ -54,23 +65,23 @@ public actor SluiceClient {
         var requested: UInt64?
     }
 
-    private var seqs: SeqAllocator
+    var seqs: SeqAllocator
     private var reserving = false
     private var pending = PendingReadings<ContinuousClock.Instant>()
-    private var buffer: RetransmitBuffer<Unacked>
+    var buffer: RetransmitBuffer<Unacked>
     private var credit = CreditWindow()
     private var session: Session?
     private var sessionCounter: UInt64 = 0
     private var sessionsOpened = 0
     private var goAwayHint: Duration = .zero
-    private var stats = ClientStats()
+    var stats = ClientStats()
     private var creditWaitStarted: ContinuousClock.Instant?
-    private var spaceWaiters: [CheckedContinuation<Void, any Error>] = []
+    var spaceWaiters: [CheckedContinuation<Void, any Error>] = []
     private var flushWaiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
     private var flushTimers: [UInt64: Task<Void, Never>] = [:]
     private var waiterCounter: UInt64 = 0
-    private var failure: ClientError?
-    private var closed = false
+    var failure: ClientError?
+    var closed = false
     private var driver: Task<Void, Never>?
 
     /// Loads (or creates) the producer state if asked, then starts connecting in the background.
@@ -89,22 +100,48 @@ public actor SluiceClient {
         } else {
             tlsSetup = nil
         }
-        switch configuration.producer {
-        case .ephemeral:
-            producer = .random()
-            seqs = SeqAllocator(next: 1, persisted: false)
-            stateFilePath = nil
-        case .fixed(let id, let next):
-            producer = id
-            seqs = SeqAllocator(next: next, persisted: false)
-            stateFilePath = nil
-        case .stateFile(let path):
-            let state = try await NIOThreadPool.singleton.runIfActive { try ProducerStateFile.loadOrCreate(path: path) }
-            producer = state.producer
-            seqs = SeqAllocator(next: state.nextSeq, persisted: true)
-            stateFilePath = path
+        if let spoolConfiguration = configuration.spool {
+            // The spool keeps the identity; a state file given as well only seeds a new spool with its own.
+            let seedPath: String?
+            if case .stateFile(let path) = configuration.producer { seedPath = path } else { seedPath = nil }
+            let opened = try await NIOThreadPool.singleton.runIfActive {
+                let seed = seedPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }.flatMap { try? ProducerState.decode($0) }
+                return try Spool.open(spoolConfiguration, seed: seed)
+            }
+            producer = opened.producer.producer
+            seqs = SeqAllocator(next: opened.producer.nextSeq, persisted: true)
+            stateFilePath = opened.spool.directory + "/producer.json"
+            spool = opened.spool
+            spoolRecovery = opened.recovery
+            spoolWindow = SpoolWindow(recovered: opened.entries)
+            spoolRecoveredBelow = opened.producer.nextSeq
+            stats.spooled = true
+            stats.spoolInputPosition = opened.recovery.inputPosition
+        } else {
+            spool = nil
+            spoolRecovery = nil
+            spoolWindow = SpoolWindow()
+            spoolRecoveredBelow = 0
+            switch configuration.producer {
+            case .ephemeral:
+                producer = .random()
+                seqs = SeqAllocator(next: 1, persisted: false)
+                stateFilePath = nil
+            case .fixed(let id, let next):
+                producer = id
+                seqs = SeqAllocator(next: next, persisted: false)
+                stateFilePath = nil
+            case .stateFile(let path):
+                let state = try await NIOThreadPool.singleton.runIfActive { try ProducerStateFile.loadOrCreate(path: path) }
+                producer = state.producer
+                seqs = SeqAllocator(next: state.nextSeq, persisted: true)
+                stateFilePath = path
+            }
         }
-        driver = Task { await self.runConnections() }
+        driver = Task {
+            self.spoolStarted()
+            await self.runConnections()
+        }
     }
 
     // MARK: - Public API
@@ -113,8 +150,13 @@ public actor SluiceClient {
     ///
     /// Waits while the client's buffer is full. Throws only if the client failed for good or was closed.
     /// - Parameter enqueuedAt: the instant latency is measured from (default: now), e.g. a scheduled send time.
-    public func send(_ readings: [Reading], enqueuedAt: ContinuousClock.Instant? = nil) async throws {
-        try await send(SeriesChunk.group(readings), enqueuedAt: enqueuedAt)
+    /// - Parameter inputPosition: with a spool, the caller's input position after these readings (for
+    ///   `sluice send`, input lines taken), kept with them so a restarted producer knows where its input resumes
+    ///   (`spoolRecovery.inputPosition`). With a spool, `send` returns once the readings are in it.
+    public func send(
+        _ readings: [Reading], enqueuedAt: ContinuousClock.Instant? = nil, inputPosition: UInt64? = nil
+    ) async throws {
+        try await send(SeriesChunk.group(readings), enqueuedAt: enqueuedAt, inputPosition: inputPosition)
     }
 
     /// Queues series built with the wire module's `SeriesBuilder`.
@@ -123,7 +165,13 @@ public actor SluiceClient {
     }
 
     /// Queues series chunks (the client's own columnar form).
-    public func send(_ chunks: [SeriesChunk], enqueuedAt: ContinuousClock.Instant? = nil) async throws {
+    public func send(
+        _ chunks: [SeriesChunk], enqueuedAt: ContinuousClock.Instant? = nil, inputPosition: UInt64? = nil
+    ) async throws {
+        if spool != nil {
+            try await spoolSend(chunks, enqueuedAt: enqueuedAt ?? .now, inputPosition: inputPosition)
+            return
+        }
         try checkUsable()
         while isFull {
             try await withCheckedThrowingContinuation { spaceWaiters.append($0) }
@@ -166,6 +214,7 @@ public actor SluiceClient {
             do { try await flush(timeout: timeout) } catch { flushError = error }
         }
         closed = true
+        await spoolClosing()
         driver?.cancel()
         session?.connection.close()
         await driver?.value
@@ -185,8 +234,14 @@ public actor SluiceClient {
         if let started = creditWaitStarted { s.creditWaitSeconds += (ContinuousClock.now - started).seconds }
         s.waitingForCredit = creditWaitStarted != nil
         s.creditHeld = credit.held
-        s.readingsOutstanding = pending.count + buffer.readings
-        s.unackedBatches = buffer.count
+        s.readingsOutstanding = pending.count + buffer.readings + spoolWindow.backlogReadings
+        s.unackedBatches = buffer.count + spoolWindow.backlogCount
+        if let spool {
+            s.spoolBatches = spoolWindow.liveBatches
+            s.spoolReadings = spoolWindow.liveReadings
+            s.spoolBytes = spool.bytesOnDisk.load(ordering: .relaxed)
+            s.spoolFull = spoolWindow.waitingForRoom
+        }
         s.bufferedBytes = buffer.bytes + pending.estimatedBytes
         return s
     }
@@ -196,15 +251,23 @@ public actor SluiceClient {
 
     // MARK: - Buffer and waiters
 
-    private var isFull: Bool { buffer.bytes + pending.estimatedBytes >= buffer.capacityBytes }
-    private var isDrained: Bool { pending.isEmpty && buffer.isEmpty }
+    /// With a spool, `send` waits on the spool's size, not the in-memory window (which only bounds memory).
+    var isFull: Bool {
+        if let spool { return spool.bytesOnDisk.load(ordering: .relaxed) >= spool.configuration.maxBytes }
+        return buffer.bytes + pending.estimatedBytes >= buffer.capacityBytes
+    }
+    /// With a spool, drained also means acknowledged batches have left it, so a flushed client's spool is empty.
+    private var isDrained: Bool {
+        pending.isEmpty && buffer.isEmpty && spoolWindow.backlogIsEmpty && !spoolWindow.loading && !spoolWindow.releasing
+            && spoolWindow.toRelease.isEmpty
+    }
 
-    private func checkUsable() throws {
+    func checkUsable() throws {
         if let failure { throw failure }
         if closed { throw ClientError.closed }
     }
 
-    private func wakeWaiters() {
+    func wakeWaiters() {
         if !isFull && !spaceWaiters.isEmpty {
             let waiters = spaceWaiters
             spaceWaiters.removeAll()
@@ -225,7 +288,8 @@ public actor SluiceClient {
         guard let waiter = flushWaiters.removeValue(forKey: id) else { return }
         waiter.resume(
             throwing: ClientError.flushTimedOut(
-                unackedReadings: pending.count + buffer.readings, unackedBatches: buffer.count + (pending.isEmpty ? 0 : 1),
+                unackedReadings: pending.count + buffer.readings + spoolWindow.backlogReadings,
+                unackedBatches: buffer.count + spoolWindow.backlogCount + (pending.isEmpty ? 0 : 1),
                 lastProblem: stats.lastProblem))
     }
 
@@ -242,7 +306,7 @@ public actor SluiceClient {
     }
 
     /// An error retrying cannot fix: stop, and make every caller see it.
-    private func fail(_ error: ClientError) {
+    func fail(_ error: ClientError) {
         guard failure == nil else { return }
         logger.error("sluice client stopped: \(error)")
         failure = error
@@ -391,6 +455,7 @@ public actor SluiceClient {
         // written here would claim more than is stored.
         seqs.skip(through: welcome.committedSeq)
         buffer.sessionRestarted()
+        loadFromSpool()
         logger.debug("sluice: session \(welcome.sessionID) open on \(s.endpoint), credit \(welcome.initialCredit)")
         eventSink.yield(.connected(endpoint: s.endpoint, sessionID: welcome.sessionID, committedSeq: welcome.committedSeq))
         wakeWaiters()
@@ -399,6 +464,7 @@ public actor SluiceClient {
 
     private func acked(_ ack: Ack) {
         guard let entry = buffer.remove(seq: ack.seq) else { return }
+        spoolAcknowledged(entry)
         var rejections: [ReadingRejection] = []
         if !ack.reasons.isEmpty {
             let readings = BatchEncoding.readings(ofFrame: entry.payload.frame)
@@ -441,6 +507,7 @@ public actor SluiceClient {
         case .invalidArgument, .permissionDenied, .frameTooLarge:
             // The batch itself is wrong: sending it again cannot help, so it leaves the buffer.
             if error.seq != 0, let entry = buffer.remove(seq: error.seq) {
+                spoolAcknowledged(entry)
                 stats.batchesRejected += 1
                 stats.readingsInRejectedBatches += entry.readings
                 let rejection = BatchRejection(seq: error.seq, readings: entry.readings, code: error.code.name, message: message)
@@ -460,7 +527,7 @@ public actor SluiceClient {
     // MARK: - Sending
 
     /// Sends whatever the credit allows: resends first (in seq order), then new batches cut from the queue.
-    private func pump() {
+    func pump() {
         while let s = session, s.open, !s.draining, failure == nil, !closed {
             let decision = TransmitPlanner.decide(
                 credit: credit.held, nextResendReadings: buffer.nextToSend?.readings, pendingReadings: pending.count,
@@ -478,8 +545,15 @@ public actor SluiceClient {
                 session?.requested = nil
                 let entry = buffer.nextToSend!
                 credit.consume(entry.readings)
-                buffer.markNextSent()
-                stats.batchesResent += 1
+                let now = ContinuousClock.now
+                buffer.markNextSent { if $0.firstSentAt == nil { $0.firstSentAt = now } }
+                if entry.payload.firstSentAt == nil && !entry.payload.recovered {
+                    // A spooled batch's first transmission.
+                    stats.readingsSent += entry.readings
+                    stats.batchesSent += 1
+                } else {
+                    stats.batchesResent += 1
+                }
                 transmit(entry.payload.frame, readings: entry.readings, on: s)
             case .cut(let n):
                 endCreditWait()
@@ -550,7 +624,7 @@ public actor SluiceClient {
         }
     }
 
-    private func halve(_ chunks: [SeriesChunk], readings: Int) -> ([SeriesChunk], [SeriesChunk]) {
+    func halve(_ chunks: [SeriesChunk], readings: Int) -> ([SeriesChunk], [SeriesChunk]) {
         var left: [SeriesChunk] = []
         var right: [SeriesChunk] = []
         var need = readings / 2

@@ -28,13 +28,33 @@ final class Delivery: Sendable {
 
     static let maxListed = 100
 
-    init(command: String, options: ConnectionOptions, batchSize: Int, stateFile: String?) async throws {
+    init(command: String, options: ConnectionOptions, batchSize: Int, stateFile: String?, spool: SpoolConfiguration?) async throws {
         self.command = command
         let configuration = SluiceClientConfiguration(
             endpoints: try options.endpoints(), token: options.resolvedToken,
             producer: stateFile.map { .stateFile($0) } ?? .ephemeral, maxBatchReadings: batchSize,
-            compression: !options.noCompression, clientName: "sluice-cli", tls: options.tls.configuration)
+            compression: !options.noCompression, clientName: "sluice-cli", tls: options.tls.configuration, spool: spool)
         client = try await SluiceClient(configuration: configuration, logger: options.logger())
+        if let recovery = client.spoolRecovery, let spool {
+            await Self.reportRecovery(recovery, directory: spool.directory, stateFile: stateFile)
+        }
+    }
+
+    /// What the spool held at start: the operator learns of an earlier run's leftovers and of any damage first.
+    private static func reportRecovery(_ r: SpoolRecovery, directory: String, stateFile: String?) async {
+        let console = Console.shared
+        if let stateFile {
+            await console.note("sluice: --spool \(directory) keeps the producer identity; --state-file \(stateFile) is not used (it only seeds a new spool)")
+        }
+        for problem in r.problems { await console.note("sluice: spool \(directory): recovered past a problem: \(problem)") }
+        if r.batches > 0 {
+            await console.note(
+                "sluice: spool \(directory): resending \(Format.count(r.readings)) readings in \(r.batches) batches an earlier run left unacknowledged (\(ByteSize.describe(r.bytes)), recovered in \(Format.millis(r.duration.seconds)))")
+        }
+        if r.inputPosition > 0 {
+            await console.note(
+                "sluice: spool \(directory): input taken to line \(r.inputPosition) by earlier runs: this input is taken as continuing from line \(r.inputPosition + 1)")
+        }
     }
 
     /// Turns client events into messages until the client closes.
@@ -127,6 +147,11 @@ final class Delivery: Sendable {
                 }
                 line += "sent \(Format.count(s.readingsSent))  acked \(Format.count(s.readingsAcked))  "
                 line += "\(Format.rate(rate))/s  credit waits \(s.creditWaits) (\(Format.duration(s.creditWaitSeconds)))"
+                if s.spooled {
+                    line += "  spool \(Format.count(s.spoolReadings)) unacked (\(ByteSize.describe(s.spoolBytes)))"
+                    if s.spoolFull { line += " full, input paused" }
+                    if s.spoolDroppedReadings > 0 { line += ", \(Format.count(s.spoolDroppedReadings)) dropped" }
+                }
                 if s.waitingForCredit { line += "  waiting for credit" }
                 if !s.connected { line += "  disconnected, reconnecting" }
                 await Console.shared.progress(line)
@@ -170,6 +195,14 @@ final class Delivery: Sendable {
         lines.append("  bad input lines   \(Format.count(badLines))")
         lines.append("  unacknowledged    \(Format.count(unacked))")
         lines.append("  batches           \(Format.count(s.batchesSent)) sent, \(s.batchesResent) resent, \(s.batchesDuplicate) acked as duplicates")
+        if s.spooled {
+            lines.append(
+                "  spool             \(Format.count(s.spoolReadings)) readings in \(s.spoolBatches) batches unacknowledged, \(ByteSize.describe(s.spoolBytes)) on disk; input taken to line \(s.spoolInputPosition)")
+            if s.spoolDroppedReadings > 0 || s.spoolUnreadableBatches > 0 {
+                lines.append(
+                    "  spool dropped     \(Format.count(s.spoolDroppedReadings)) readings in \(s.spoolDroppedBatches) batches (--spool-drop-oldest), \(s.spoolUnreadableBatches) batches unreadable")
+            }
+        }
         lines.append("  reconnects        \(s.reconnects)")
         lines.append("  credit waits      \(s.creditWaits) (\(Format.duration(s.creditWaitSeconds)))")
         if s.batchWireReadings > 0 {
@@ -197,8 +230,11 @@ final class Delivery: Sendable {
             return 128 + interruption.signal
         }
         if unacked > 0 {
+            let fate = s.spooled
+                ? "they are kept in the spool and resent first by the next sluice send with the same --spool"
+                : "they may not have been written"
             await Console.shared.note(
-                "sluice: \(Format.count(unacked)) readings were not acknowledged\(s.lastProblem.map { " (last problem: \($0))" } ?? ""); they may not have been written")
+                "sluice: \(Format.count(unacked)) readings were not acknowledged\(s.lastProblem.map { " (last problem: \($0))" } ?? ""); \(fate)")
             return 2
         }
         if fatal != nil { return 2 }
@@ -212,6 +248,12 @@ final class Delivery: Sendable {
         let console = Console.shared
         await console.note(
             "sluice: interrupted by \(InterruptSignals.name(of: i.signal)): input not read to its end; \(Format.count(read)) readings read, \(Format.count(acked)) acknowledged")
+        let stats = await client.statistics
+        if stats.spooled {
+            await console.note(
+                "sluice: the spool keeps every reading taken: \(Format.count(stats.spoolReadings)) unacknowledged readings are resent first by the next sluice send with the same --spool, whose input must continue from line \(stats.spoolInputPosition + 1)")
+            return
+        }
         if unacked > 0 {
             let waited = timeout.map { " within \(Format.duration($0.seconds))" } ?? ""
             await console.note(

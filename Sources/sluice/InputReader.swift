@@ -16,7 +16,9 @@ import Synchronization
 /// fast the input and however slow the server.
 final class InputReader: Sendable {
     enum Item: Sendable {
-        case batch([Reading])
+        /// `linesThrough`: input lines consumed so far, all inputs together (the batch's readings, and any bad or
+        /// skipped lines before them, are within them): the input position a spool records.
+        case batch([Reading], linesThrough: Int)
         /// A line that could not be read; it is skipped.
         case badLine(source: String, line: Int, message: String)
         /// A file could not be opened or read.
@@ -70,10 +72,11 @@ final class InputReader: Sendable {
         var batch: [Reading] = []
         batch.reserveCapacity(batchSize)
         var batchStarted = ContinuousClock.now
+        var totalLines = 0
         func emit() {
             guard !batch.isEmpty else { return }
             gate.wait()
-            continuation.yield(.batch(batch))
+            continuation.yield(.batch(batch, linesThrough: totalLines))
             batch = []
             batch.reserveCapacity(batchSize)
         }
@@ -111,6 +114,7 @@ final class InputReader: Sendable {
                 var start = 0
                 func handle(_ line: ArraySlice<UInt8>) {
                     lineNumber += 1
+                    totalLines += 1
                     linesRead.add(1, ordering: .relaxed)
                     let text = String(decoding: line, as: UTF8.self)
                     switch parser.parse(Substring(text)) {

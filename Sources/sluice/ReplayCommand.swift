@@ -65,7 +65,7 @@ struct ReplayCommand: AsyncParsableCommand {
     func run() async throws {
         // First, so that a Ctrl-C during start-up is also answered with a summary.
         let interrupts = InterruptSignals()
-        let delivery = try await Delivery(command: "replay", options: connection, batchSize: batchSize, stateFile: nil)
+        let delivery = try await Delivery(command: "replay", options: connection, batchSize: batchSize, stateFile: nil, spool: nil)
         let events = delivery.watchEvents()
         let reader = InputReader(paths: files, format: format, batchSize: 1_000, linger: .milliseconds(50))
         let tty = Console.shared.stderrIsTTY
@@ -89,7 +89,7 @@ struct ReplayCommand: AsyncParsableCommand {
             do {
                 for await item in reader.items {
                     switch item {
-                    case .batch(let readings):
+                    case .batch(let readings, _):
                         reader.consumed()
                         for var reading in readings {
                             let (at, shifted) = pacer.schedule(reading.timeMicros)

@@ -16,9 +16,10 @@ struct Sluice: AsyncParsableCommand {
               sluice replay capture.csv --speed 10 --shift-to-now
               sluice bench --connections 8 --batch-size 1000 --duration 10
               sluice status --http 10.0.0.5:7879 --http 10.0.0.6:7879
+              sluice spool inspect /var/lib/gw/spool
             """,
         version: sluiceClientVersion,
-        subcommands: [SendCommand.self, ReplayCommand.self, BenchCommand.self, StatusCommand.self])
+        subcommands: [SendCommand.self, ReplayCommand.self, BenchCommand.self, StatusCommand.self, SpoolCommand.self])
 }
 
 /// Where to connect and how to authenticate; shared by the commands that talk the wire protocol.

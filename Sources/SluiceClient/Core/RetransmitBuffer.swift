@@ -46,9 +46,11 @@ public struct RetransmitBuffer<Payload: Sendable>: Sendable {
         return i < entries.count ? entries[i] : nil
     }
 
-    /// Marks `nextToSend` as sent on this session.
-    public mutating func markNextSent() {
+    /// Marks `nextToSend` as sent on this session, letting `update` note it in the payload (a spooled batch's
+    /// first transmission is a send, not a resend).
+    public mutating func markNextSent(_ update: (inout Payload) -> Void = { _ in }) {
         precondition(head + sentCount < entries.count, "nothing left to send")
+        update(&entries[head + sentCount].payload)
         sentCount += 1
     }
 
