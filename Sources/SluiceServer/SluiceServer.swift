@@ -132,7 +132,7 @@ public final class SluiceServer: Service, Sendable {
         // as a warning in the log.
         let detector = StallDetector(
             loops: Array(group.makeIterator()), logger: logger, factory: PrometheusMetricsFactory(registry: metricsRegistry))
-        background.append(Task { await detector.run() })
+        background.append(Task { await detector.run() })  // last: shutdown waits for it (see `shutdown`)
         let running = Running(
             group: group, listener: listener, tls: tlsContext, http: http, pool: pool, coordinator: coordinator, pipeline: pipeline,
             pipelineTask: pipelineTask, metrics: metrics, background: background, localPort: listener.localAddress?.port ?? 0,
@@ -273,6 +273,9 @@ public final class SluiceServer: Service, Sendable {
         var report = DrainReport(forcedCloses: stragglers.count, writersDrained: drained)
         if !drained { report.unacknowledgedReadings = running.pool.stats.inFlightReadings }
         for task in running.background { task.cancel() }
+        // The stall detector (the last background task) runs a probe on every event loop: it must have stopped
+        // them before the loops shut down, or NIO complains of tasks scheduled on a loop that is gone.
+        await running.background.last?.value
         try? await running.http?.close()
         try? await running.group.shutdownGracefully()
         if report.writersDrained {

@@ -102,8 +102,8 @@ final class RunningProcess: Sendable {
         while ContinuousClock.now < deadline {
             if let code = exitCode {
                 // The exit can be seen before the pipes are read to their end (a loaded machine cut a JSON log's
-                // last line): wait for both, or 10 s if a child of the process keeps one open.
-                let drained = ContinuousClock.now + .seconds(10)
+                // last line): wait for both, for at most 1 s (a child of the process may keep one open).
+                let drained = ContinuousClock.now + .seconds(1)
                 while pipesAtEnd.withLock({ $0 }) < 2, ContinuousClock.now < drained {
                     try? await Task.sleep(for: .milliseconds(10))
                 }

@@ -100,12 +100,12 @@ public final class SluicedProcess: Sendable {
     /// The exit status once the process ended, waiting up to `timeout`; by then `log` and `output` hold all it
     /// wrote (the exit can be seen before the pipes are read to their end: on a loaded machine a test read a
     /// log whose last line was cut). A child that keeps a pipe open (an embedded PostgreSQL) ends that wait
-    /// after 10 s.
+    /// after 2 s.
     public func waitForExit(timeout: Duration = .seconds(30)) async throws -> Int32 {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let status = exitStatus.withLockedValue({ $0 }) {
-                let drained = ContinuousClock.now + .seconds(10)
+                let drained = ContinuousClock.now + .seconds(2)
                 while pipesAtEnd.withLockedValue({ $0 }) < 2, ContinuousClock.now < drained {
                     try await Task.sleep(for: .milliseconds(10))
                 }
