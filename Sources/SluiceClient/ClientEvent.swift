@@ -98,6 +98,9 @@ public struct ClientStats: Sendable, Equatable {
     public var spoolFull = false
     public var spoolDroppedBatches = 0
     public var spoolDroppedReadings = 0
+    /// Of `spoolDroppedReadings`, those an earlier run had spooled: it may have sent them, and the server may
+    /// hold them (this run cannot know), so they are "dropped or delivered", not surely lost.
+    public var spoolDroppedEarlierRunReadings = 0
     /// Spooled batches whose record no longer checked out when read back (the disk changed under it).
     public var spoolUnreadableBatches = 0
     public var spoolInputPosition: UInt64 = 0

@@ -200,7 +200,11 @@ final class Delivery: Sendable {
                 "  spool             \(Format.count(s.spoolReadings)) readings in \(s.spoolBatches) batches unacknowledged, \(ByteSize.describe(s.spoolBytes)) on disk; input taken to line \(s.spoolInputPosition)")
             if s.spoolDroppedReadings > 0 || s.spoolUnreadableBatches > 0 {
                 lines.append(
-                    "  spool dropped     \(Format.count(s.spoolDroppedReadings)) readings in \(s.spoolDroppedBatches) batches (--spool-drop-oldest), \(s.spoolUnreadableBatches) batches unreadable")
+                    "  spool dropped     \(Format.count(s.spoolDroppedReadings)) readings in \(s.spoolDroppedBatches) batches (--spool-drop-oldest), never sent by this run; \(s.spoolUnreadableBatches) batches unreadable")
+            }
+            if s.spoolDroppedEarlierRunReadings > 0 {
+                lines.append(
+                    "                    of those, \(Format.count(s.spoolDroppedEarlierRunReadings)) readings were spooled by an earlier run, which may have delivered them")
             }
         }
         lines.append("  reconnects        \(s.reconnects)")

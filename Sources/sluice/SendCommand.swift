@@ -62,7 +62,7 @@ struct SendCommand: AsyncParsableCommand {
     @Option(help: "When spooled readings reach the disk: always (fsync before a batch counts as taken; survives power cuts), interval (within 200 ms), never (survives kills and crashes, not power cuts).")
     var spoolFsync: SpoolFsyncChoice = .always
 
-    @Flag(help: "When the spool is full, drop its oldest unacknowledged readings (counted in the summary) instead of pausing input.")
+    @Flag(help: "When the spool is full, drop its oldest readings not yet sent (counted in the summary) instead of pausing input; sent ones wait for their acks.")
     var spoolDropOldest = false
 
     @Option(help: "Seconds between progress lines when stderr is not a terminal.")

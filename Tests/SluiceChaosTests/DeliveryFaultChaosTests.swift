@@ -165,7 +165,7 @@ struct FaultRun: Sendable {
             cluster = own
             url = own.url
         } else {
-            url = try TestDatabase.freshDatabase(named: "chaos_\(tag)")
+            url = try await TestDatabase.freshDatabase(named: "chaos_\(tag)")
         }
         let arguments = { (listen: String) in
             ["--listen", listen, "--http", "off", "--database-url", url, "--state-dir", dir + "/state", "--log-level", "error",

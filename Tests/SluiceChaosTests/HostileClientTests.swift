@@ -17,7 +17,7 @@ import Testing
     }
 
     @Test func healthyClientLandsExactlyOnceWhileEveryKindOfHostileClientAttacks() async throws {
-        let url = try TestDatabase.freshDatabase(named: "chaos_hostile")
+        let url = try await TestDatabase.freshDatabase(named: "chaos_hostile")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-chaos-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }

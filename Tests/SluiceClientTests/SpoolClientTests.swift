@@ -87,4 +87,37 @@ import Testing
         #expect(stats.spoolBytes < (64 << 10) + 4_096)
         try? await client.close(timeout: .milliseconds(100))
     }
+
+    /// The drop-oldest policy against a daemon whose table is locked: the oldest batches are on the wire (held
+    /// by the server, not yet committed) when the spool fills. Dropping them would count readings as dropped
+    /// that then land; what is acknowledged plus what is dropped must be exactly what was sent, and the table
+    /// must hold exactly what was acknowledged.
+    @Test func dropOldestNeverCountsASentBatchAsDropped() async throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try await TestServer.start(database: "client_spool_drop_in_flight")
+        let lock = try await TableLock.hold(url: server.databaseURL, table: "readings")
+        var configuration = clientConfiguration([server.endpoint], batch: 100)
+        configuration.spool = SpoolConfiguration(directory: dir, maxBytes: 64 << 10, fsync: .never, whenFull: .dropOldest)
+        let client = try await SluiceClient(configuration: configuration)
+        while !(await client.statistics.connected) { try await Task.sleep(for: .milliseconds(20)) }
+        let readings = recentReadings(devices: 10, perDevice: 30_000, device: "in-flight")
+        for start in stride(from: 0, to: readings.count, by: 100) {
+            try await client.send(Array(readings[start..<start + 100]))
+        }
+        let held = await client.statistics
+        #expect(held.readingsSent > 0, "batches went on the wire while the lock held them uncommitted")
+        #expect(held.spoolDroppedReadings > 0)
+        #expect(held.readingsAcked == 0)
+        await lock.release()
+        try await client.flush(timeout: .seconds(120))
+        let stats = await client.statistics
+        try await client.close()
+        let stored = try server.rowCount("device_id LIKE 'in-flight-%'")
+        print("spool drop-oldest: \(stats.readingsAcked) acked, \(stats.spoolDroppedReadings) dropped, \(stored) stored")
+        #expect(stats.readingsAcked + stats.spoolDroppedReadings == readings.count, "every reading is acked or counted as dropped")
+        #expect(stored == stats.readingsAcked, "the table holds exactly what was acknowledged: nothing counted as dropped landed")
+        #expect(stats.spoolReadings == 0 && stats.spoolBytes == 0)
+        await server.server.shutdown()
+    }
 }

@@ -14,7 +14,7 @@ import Testing
     func startTLSServer(database: String, certificates: TestCertificates, localhostOnly: Bool = false) async throws
         -> TestServer
     {
-        let url = try TestDatabase.freshDatabase(named: database)
+        let url = try await TestDatabase.freshDatabase(named: database)
         var logger = Logger(label: "test-sluiced-tls")
         logger.logLevel = .warning
         let server = SluiceServer(
@@ -109,7 +109,10 @@ import Testing
         #expect(!http.isOpen)
 
         // The Swift client without TLS says why it cannot get in.
-        let plainClient = try await SluiceClient(configuration: clientConfiguration([server.endpoint]))
+        // A long Welcome deadline: the answer is the server's refusal, whatever the load delays it by.
+        var plainConfiguration = clientConfiguration([server.endpoint])
+        plainConfiguration.connectTimeout = .seconds(60)
+        let plainClient = try await SluiceClient(configuration: plainConfiguration)
         var reason: String?
         for await event in plainClient.events {
             if case .disconnected(_, let why, _) = event {

@@ -15,7 +15,8 @@ struct TestServer {
         database name: String, port: Int = 0, flow: FlowController.Configuration = .init(), reuseDatabase: String? = nil,
         tokens: TokenTable = TokenTable()
     ) async throws -> TestServer {
-        let url = try reuseDatabase ?? TestDatabase.freshDatabase(named: name)
+        let url: String
+        if let reuseDatabase { url = reuseDatabase } else { url = try await TestDatabase.freshDatabase(named: name) }
         var logger = Logger(label: "test-sluiced")
         logger.logLevel = .warning
         // Rebinding a port just given up can fail for a moment: the client under test keeps dialling it, and

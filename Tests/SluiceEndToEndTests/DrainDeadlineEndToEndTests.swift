@@ -7,7 +7,7 @@ import Testing
 /// log line naming what was left unacknowledged.
 @Suite(.timeLimit(.minutes(3))) struct DrainDeadlineEndToEndTests {
     @Test func sigtermWhileTheDatabaseStallsExitsWithinTheDeadlineNamingWhatIsUnacknowledged() async throws {
-        let url = try TestDatabase.freshDatabase(named: "e2e_drain_deadline")
+        let url = try await TestDatabase.freshDatabase(named: "e2e_drain_deadline")
         let stateDir = NSTemporaryDirectory() + "sluiced-e2e-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: stateDir) }

@@ -6,7 +6,7 @@ import Testing
 /// stays open, against a real `sluiced` and PostgreSQL.
 @Suite struct InterruptEndToEndTests {
     @Test func ctrlCOnceEverythingIsAcknowledgedPrintsTheSummaryExits130AndARerunWritesNothingTwice() async throws {
-        let daemon = try await Sluiced.start(databaseURL: try TestDatabase.freshDatabase(named: "e2e_interrupt_sigint"))
+        let daemon = try await Sluiced.start(databaseURL: try await TestDatabase.freshDatabase(named: "e2e_interrupt_sigint"))
         let stateFile = NSTemporaryDirectory() + "sluice-e2e-\(UUID().uuidString).json"
         defer { try? FileManager.default.removeItem(atPath: stateFile) }
         let send = try sluice([
@@ -44,7 +44,7 @@ import Testing
     }
 
     @Test func sigtermWhileAcknowledgementsAreHeldBackWaitsFiveSecondsNamesWhatIsUnacknowledgedAndExits143() async throws {
-        let url = try TestDatabase.freshDatabase(named: "e2e_interrupt_sigterm")
+        let url = try await TestDatabase.freshDatabase(named: "e2e_interrupt_sigterm")
         let daemon = try await Sluiced.start(databaseURL: url)
         let stateFile = NSTemporaryDirectory() + "sluice-e2e-\(UUID().uuidString).json"
         defer { try? FileManager.default.removeItem(atPath: stateFile) }
@@ -81,7 +81,7 @@ import Testing
     }
 
     @Test func aSecondCtrlCExitsAtOnceWithoutWaitingForAcknowledgements() async throws {
-        let url = try TestDatabase.freshDatabase(named: "e2e_interrupt_twice")
+        let url = try await TestDatabase.freshDatabase(named: "e2e_interrupt_twice")
         let daemon = try await Sluiced.start(databaseURL: url)
         let lock = try await TableLock.hold(url: url, table: "readings")
         let send = try sluice([

@@ -147,26 +147,6 @@ final class RunningProcess: Sendable {
     }
 }
 
-/// Runs blocking work (libpq, pipe writes) on a new thread and waits for it without blocking the pool.
-func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        let thread = Thread {
-            do { continuation.resume(returning: try work()) } catch { continuation.resume(throwing: error) }
-        }
-        thread.start()
-    }
-}
-
-func onOwnThread(_ work: @escaping @Sendable () -> Void) async {
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let thread = Thread {
-            work()
-            continuation.resume()
-        }
-        thread.start()
-    }
-}
-
 /// A `sluiced` process on its own state directory, against a test database.
 struct Sluiced {
     let process: RunningProcess

@@ -5,7 +5,7 @@ import Testing
 /// `sluice replay` and `sluice bench` against a real `sluiced`.
 @Suite struct ReplayBenchEndToEndTests {
     @Test func replayKeepsTheRecordingsPaceScaledBySpeed() async throws {
-        let daemon = try await Sluiced.start(databaseURL: try TestDatabase.freshDatabase(named: "e2e_replay"))
+        let daemon = try await Sluiced.start(databaseURL: try await TestDatabase.freshDatabase(named: "e2e_replay"))
         // 21 readings 500 ms apart (10 s), recorded long ago (older than the server's max age of 7 days).
         let recorded: Int64 = 1_600_000_000_000  // Unix milliseconds (2020)
         let lines = (0...20).map { i in
@@ -32,7 +32,7 @@ import Testing
     }
 
     @Test func benchReportsThroughputLatencyAndWireSizeAsJSON() async throws {
-        let daemon = try await Sluiced.start(databaseURL: try TestDatabase.freshDatabase(named: "e2e_bench"))
+        let daemon = try await Sluiced.start(databaseURL: try await TestDatabase.freshDatabase(named: "e2e_bench"))
         let bench = try sluice([
             "bench", "--server", "127.0.0.1:\(daemon.port)", "--connections", "2", "--devices", "4",
             "--batch-size", "1000", "--count", "40000", "--json",

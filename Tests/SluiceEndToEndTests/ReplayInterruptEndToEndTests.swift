@@ -9,7 +9,7 @@ import Testing
 /// is paced, not a burst), and one an hour later, which an interrupted replay must never send.
 @Suite struct ReplayInterruptEndToEndTests {
     @Test func ctrlCWhileAPacedReplayWaitsForItsNextReadingExits130WithTheSummaryAndEachReadingWrittenOnce() async throws {
-        let daemon = try await Sluiced.start(databaseURL: try TestDatabase.freshDatabase(named: "e2e_replay_interrupt_sigint"))
+        let daemon = try await Sluiced.start(databaseURL: try await TestDatabase.freshDatabase(named: "e2e_replay_interrupt_sigint"))
         let file = try recording(gap: 1)
         defer { try? FileManager.default.removeItem(atPath: file) }
         let started = ContinuousClock.now
@@ -43,7 +43,7 @@ import Testing
     }
 
     @Test func sigtermWhileAcknowledgementsAreHeldBackWaitsFiveSecondsNamesWhatIsUnacknowledgedAndExits143() async throws {
-        let url = try TestDatabase.freshDatabase(named: "e2e_replay_interrupt_sigterm")
+        let url = try await TestDatabase.freshDatabase(named: "e2e_replay_interrupt_sigterm")
         let daemon = try await Sluiced.start(databaseURL: url)
         // PostgreSQL holds back every row once the first block's 500 are in: a trigger waits for an advisory lock
         // the test holds from the start. (Taking a table lock after the first ack raced the second block on a
@@ -95,7 +95,7 @@ import Testing
     }
 
     @Test func aSecondCtrlCEndsAnInterruptedReplayAtOnce() async throws {
-        let url = try TestDatabase.freshDatabase(named: "e2e_replay_interrupt_twice")
+        let url = try await TestDatabase.freshDatabase(named: "e2e_replay_interrupt_twice")
         let daemon = try await Sluiced.start(databaseURL: url)
         let lock = try await TableLock.hold(url: url, table: "readings")
         let file = try recording(gap: 3)

@@ -5,7 +5,7 @@ import Testing
 /// `sluice send` driven as a user would, against a real `sluiced` and PostgreSQL.
 @Suite struct SendEndToEndTests {
     @Test func sendingA100kReadingCSVLandsExactlyEveryRow() async throws {
-        let daemon = try await Sluiced.start(databaseURL: try TestDatabase.freshDatabase(named: "e2e_send_100k"))
+        let daemon = try await Sluiced.start(databaseURL: try await TestDatabase.freshDatabase(named: "e2e_send_100k"))
         let file = try temporaryFile("device,metric,timestamp,value\n" + csvLines(0..<100_000))
         defer { try? FileManager.default.removeItem(atPath: file) }
         let send = try sluice(["send", file, "--server", "127.0.0.1:\(daemon.port)"])
@@ -17,7 +17,7 @@ import Testing
     }
 
     @Test func badLinesAreReportedWithTheirLineNumbersAndTheRestLands() async throws {
-        let daemon = try await Sluiced.start(databaseURL: try TestDatabase.freshDatabase(named: "e2e_send_bad_lines"))
+        let daemon = try await Sluiced.start(databaseURL: try await TestDatabase.freshDatabase(named: "e2e_send_bad_lines"))
         var lines = csvLines(0..<1_000).split(separator: "\n").map(String.init)
         lines.insert("dev-1,temp_c,yesterday,20.5", at: 9)  // line 10
         lines.insert("dev-2,temp_c,1714564800", at: 499)  // line 500
@@ -36,7 +36,7 @@ import Testing
     }
 
     @Test func aShortSendListsTheReadingTheServerDeadLetteredAndWhy() async throws {
-        let daemon = try await Sluiced.start(databaseURL: try TestDatabase.freshDatabase(named: "e2e_send_nan"))
+        let daemon = try await Sluiced.start(databaseURL: try await TestDatabase.freshDatabase(named: "e2e_send_nan"))
         // Three lines: the run ends right after its one ack, so the summary must wait for that ack's reasons.
         let file = try temporaryFile(csvLines(0..<2) + "dev-9,temp_c,\(csvBase),NaN\n")
         defer { try? FileManager.default.removeItem(atPath: file) }
@@ -52,7 +52,7 @@ import Testing
     }
 
     @Test func aSIGKILLedDaemonIsReconnectedToAndEveryReadingLandsExactlyOnce() async throws {
-        let url = try TestDatabase.freshDatabase(named: "e2e_send_sigkill")
+        let url = try await TestDatabase.freshDatabase(named: "e2e_send_sigkill")
         let first = try await Sluiced.start(databaseURL: url)
         let send = try sluice([
             "send", "--server", "127.0.0.1:\(first.port)", "--batch-size", "1000", "--linger-ms", "20",
@@ -82,7 +82,7 @@ import Testing
     }
 
     @Test func sendWaitsForCreditWhilePostgresIsHeldBackAndCompletesOnRelease() async throws {
-        let url = try TestDatabase.freshDatabase(named: "e2e_send_credit_wait")
+        let url = try await TestDatabase.freshDatabase(named: "e2e_send_credit_wait")
         let daemon = try await Sluiced.start(databaseURL: url)
         // More readings than one connection's credit window (262,144 by default), so the client must wait.
         let count = 320_000
@@ -99,47 +99,5 @@ import Testing
         let waits = try #require(send.stdout.split(separator: "\n").first { $0.contains("credit waits") })
         #expect(!waits.contains("credit waits      0 "))
         await daemon.stop()
-    }
-}
-
-/// `LOCK TABLE … IN ACCESS EXCLUSIVE MODE` inside an open transaction, held on a thread of its own until
-/// released: PostgreSQL is up but every write (and read) of the table waits.
-final class TableLock: Sendable {
-    private let release = DispatchSemaphore(value: 0)
-    private let done = DispatchSemaphore(value: 0)
-
-    static func hold(url: String, table: String) async throws -> TableLock {
-        try await hold(url: url, taking: ["BEGIN", "LOCK TABLE \(table) IN ACCESS EXCLUSIVE MODE"], releasing: ["ROLLBACK"])
-    }
-
-    /// Holds PostgreSQL advisory lock `key` (session level) until `release()`.
-    static func holdAdvisory(url: String, key: Int) async throws -> TableLock {
-        try await hold(url: url, taking: ["SELECT pg_advisory_lock(\(key))"], releasing: ["SELECT pg_advisory_unlock(\(key))"])
-    }
-
-    /// Runs `taking` on a connection of its own thread, then `releasing` once `release()` is called.
-    static func hold(url: String, taking: [String], releasing: [String]) async throws -> TableLock {
-        let lock = TableLock()
-        try await withCheckedThrowingContinuation { (locked: CheckedContinuation<Void, any Error>) in
-            let thread = Thread {
-                do {
-                    let connection = try TestConnection(url: url)
-                    for statement in taking { try connection.query(statement) }
-                    locked.resume()
-                    lock.release.wait()
-                    for statement in releasing { _ = try? connection.query(statement) }
-                } catch {
-                    locked.resume(throwing: error)
-                }
-                lock.done.signal()
-            }
-            thread.start()
-        }
-        return lock
-    }
-
-    func release() async {
-        release.signal()
-        await onOwnThread { [done] in done.wait() }
     }
 }

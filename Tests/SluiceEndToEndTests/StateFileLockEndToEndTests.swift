@@ -6,7 +6,7 @@ import Testing
 /// fails at once naming the file and the first one's PID; once the first is done, the file can be used again.
 @Suite(.timeLimit(.minutes(3))) struct StateFileLockEndToEndTests {
     @Test func aSecondSendOnTheSameStateFileFailsNamingTheFileAndTheHoldersPID() async throws {
-        let url = try TestDatabase.freshDatabase(named: "e2e_state_file_lock")
+        let url = try await TestDatabase.freshDatabase(named: "e2e_state_file_lock")
         let daemon = try await Sluiced.start(databaseURL: url)
         let stateFile = NSTemporaryDirectory() + "sluice-e2e-state-\(UUID().uuidString).json"
         defer {

@@ -9,8 +9,8 @@ import Testing
 /// `sluice status` over several daemons, some of them dead or silent.
 @Suite struct StatusEndToEndTests {
     @Test func statusShowsTwoLiveDaemonsAndReportsTheDeadAndSilentOnesWithinTheDeadline() async throws {
-        let one = try await Sluiced.start(databaseURL: try TestDatabase.freshDatabase(named: "e2e_status_one"))
-        let two = try await Sluiced.start(databaseURL: try TestDatabase.freshDatabase(named: "e2e_status_two"))
+        let one = try await Sluiced.start(databaseURL: try await TestDatabase.freshDatabase(named: "e2e_status_one"))
+        let two = try await Sluiced.start(databaseURL: try await TestDatabase.freshDatabase(named: "e2e_status_two"))
         let dead = try closedPort()
         let silent = try SilentListener()
         defer { silent.close() }

@@ -19,7 +19,7 @@ import Testing
     @Test func sendWithTheCAOverTLSLandsEveryReadingExactlyOnce() async throws {
         let certificates = try await TestCertificates.make()
         defer { certificates.remove() }
-        let url = try TestDatabase.freshDatabase(named: "e2e_tls_send")
+        let url = try await TestDatabase.freshDatabase(named: "e2e_tls_send")
         let (daemon, port) = try await startTLSDaemon(databaseURL: url, certificates: certificates)
         #expect(daemon.stderr.contains("tls=on"), "\(daemon.stderr)")
         let file = try temporaryFile(csvLines(0..<20_000))
@@ -39,7 +39,7 @@ import Testing
         let certificates = try await TestCertificates.make()
         defer { certificates.remove() }
         let (daemon, port) = try await startTLSDaemon(
-            databaseURL: try TestDatabase.freshDatabase(named: "e2e_tls_refused"), certificates: certificates)
+            databaseURL: try await TestDatabase.freshDatabase(named: "e2e_tls_refused"), certificates: certificates)
         let file = try temporaryFile(csvLines(0..<100))
         defer { try? FileManager.default.removeItem(atPath: file) }
 

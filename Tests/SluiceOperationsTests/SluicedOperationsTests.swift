@@ -10,7 +10,7 @@ import Testing
 /// SIGHUP reloads.
 @Suite struct SluicedOperationsTests {
     @Test func readyAfterListeningWatchdogWhileHealthyAndStoppingOnSigterm() async throws {
-        let url = try TestDatabase.freshDatabase(named: "ops_notify")
+        let url = try await TestDatabase.freshDatabase(named: "ops_notify")
         let notify = try NotifySocket()
         let (daemon, _) = try await SluicedProcess.start(
             ["--database-url", url, "--listen", "127.0.0.1:0", "--http", "off", "--state-dir", NSTemporaryDirectory()],
@@ -46,7 +46,7 @@ import Testing
     }
 
     @Test func sighupReloadsTheLogLevelAndTellsSystemd() async throws {
-        let url = try TestDatabase.freshDatabase(named: "ops_reload")
+        let url = try await TestDatabase.freshDatabase(named: "ops_reload")
         let dir = NSTemporaryDirectory() + "sluice-ops-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -76,7 +76,7 @@ import Testing
     }
 
     @Test func jsonLogFormatWritesOneObjectPerLine() async throws {
-        let url = try TestDatabase.freshDatabase(named: "ops_json_log")
+        let url = try await TestDatabase.freshDatabase(named: "ops_json_log")
         let (daemon, _) = try await SluicedProcess.start(
             ["--database-url", url, "--listen", "127.0.0.1:0", "--http", "off", "--log-format", "json",
                 "--state-dir", NSTemporaryDirectory()])

@@ -8,7 +8,7 @@ import Testing
 /// and what was not acked lands exactly once after the client reconnects and resends.
 @Suite struct DrainTests {
     @Test func sigtermWhileStreamingKeepsEveryAckedReadingAndResentOnesLandOnce() async throws {
-        let url = try TestDatabase.freshDatabase(named: "srv_sigterm")
+        let url = try await TestDatabase.freshDatabase(named: "srv_sigterm")
         let arguments = ["--database-url", url, "--listen", "127.0.0.1:0", "--http", "off", "--drain-timeout", "10"]
         let (daemon, port) = try await SluicedProcess.start(arguments)
         defer { daemon.kill() }

@@ -89,7 +89,7 @@ import Testing
     }
 
     @Test func enrichmentAppliesTheRegistryCalibration() async throws {
-        let url = try TestDatabase.freshDatabase(named: "srv_enrich")
+        let url = try await TestDatabase.freshDatabase(named: "srv_enrich")
         // The schema comes from the writer pool's migrations; start once to create it, add a device, restart.
         let first = try await TestServer.start(database: "srv_enrich")
         await first.stop()

@@ -13,7 +13,7 @@ import Testing
     }
 
     @Test func flagBeatsEnvironmentWhichBeatsTheConfigFile() async throws {
-        let url = try TestDatabase.freshDatabase(named: "srv_cmd_precedence")
+        let url = try await TestDatabase.freshDatabase(named: "srv_cmd_precedence")
         let dir = try temporaryDirectory("precedence")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let config = dir + "/sluiced.conf"
@@ -58,7 +58,7 @@ import Testing
     }
 
     @Test func tokensAreCreatedListedUsedAndRevoked() async throws {
-        let url = try TestDatabase.freshDatabase(named: "srv_cmd_tokens")
+        let url = try await TestDatabase.freshDatabase(named: "srv_cmd_tokens")
         let dir = try temporaryDirectory("tokens")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let tokenFile = dir + "/tokens"
@@ -127,7 +127,7 @@ import Testing
     }
 
     @Test func revokeReleasesProducersOnlyWhenAsked() async throws {
-        let url = try TestDatabase.freshDatabase(named: "srv_cmd_release")
+        let url = try await TestDatabase.freshDatabase(named: "srv_cmd_release")
         let dir = try temporaryDirectory("release")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let tokenFile = dir + "/tokens"

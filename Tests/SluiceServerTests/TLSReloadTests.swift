@@ -149,7 +149,7 @@ import Testing
             first.remove()
             second.remove()
         }
-        let url = try TestDatabase.freshDatabase(named: "srv_tls_reload_sighup")
+        let url = try await TestDatabase.freshDatabase(named: "srv_tls_reload_sighup")
         let (daemon, port) = try await SluicedProcess.start([
             "--tls-cert", live.certificate, "--tls-key", live.key, "--listen", "127.0.0.1:0", "--http", "off",
             "--database-url", url, "--state-dir", first.directory,

@@ -64,7 +64,7 @@ import Testing
     @Test func sluicedWithACertificateServesTLSOnlyAndSaysSoWhenReady() async throws {
         let certificates = try await TestCertificates.make()
         defer { certificates.remove() }
-        let url = try TestDatabase.freshDatabase(named: "srv_tls_sluiced")
+        let url = try await TestDatabase.freshDatabase(named: "srv_tls_sluiced")
         let (daemon, port) = try await SluicedProcess.start([
             "--tls-cert", certificates.serverCertificate, "--tls-key", certificates.serverKey, "--listen", "127.0.0.1:0",
             "--http", "off", "--database-url", url, "--state-dir", certificates.directory,

@@ -25,7 +25,7 @@ struct TestServer {
     static func start(
         database: String, configure: (inout SluiceServer.Configuration) -> Void = { _ in }
     ) async throws -> TestServer {
-        try await startReusing(databaseURL: try TestDatabase.freshDatabase(named: database), configure: configure)
+        try await startReusing(databaseURL: try await TestDatabase.freshDatabase(named: database), configure: configure)
     }
 
     /// Starts on a database that already exists (a restart).

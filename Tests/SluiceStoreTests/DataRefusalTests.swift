@@ -14,7 +14,7 @@ import Testing
     }
 
     @Test func aCheckConstraintRefusesRowsAcrossTheBatchesOfOneGroup() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_check"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_check"))
         let pool = try await startedPool(url: url, writers: 1)
         let setup = try TestConnection(url: url)
         try setup.query("ALTER TABLE readings ADD CONSTRAINT readings_nonnegative CHECK (value >= 0)")
@@ -60,7 +60,7 @@ import Testing
     }
 
     @Test func triggersRaisingBeforeOrAfterTheRowAreIsolatedWithOrWithoutALine() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_trigger"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_trigger"))
         let pool = try await startedPool(url: url, writers: 1)
         let setup = try TestConnection(url: url)
         try setup.query(
@@ -94,7 +94,7 @@ import Testing
     }
 
     @Test func aCommitWhoseAnswerWasLostCountsAsCommittedNotAsADuplicate() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_lost_commit"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_lost_commit"))
         let pool = try await startedPool(url: url, writers: 1)
         let setup = try TestConnection(url: url)
         try setup.query("ALTER TABLE readings ADD CONSTRAINT readings_nonnegative CHECK (value >= 0)")
@@ -112,7 +112,7 @@ import Testing
     }
 
     @Test func manyAndHugeDeadLettersAreStreamedAndStoredShort() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_big_dead"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_big_dead"))
         let pool = try await startedPool(url: url, writers: 1)
         let huge = String(repeating: "x", count: 3_000_000)
         var letters = (0..<40_000).map {
@@ -133,7 +133,7 @@ import Testing
     }
 
     @Test func deadLettersRefusedByAnOperatorsConstraintAreKeptInMinimalForm() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_dead_refused"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_dead_refused"))
         let pool = try await startedPool(url: url, writers: 1)
         let setup = try TestConnection(url: url)
         try setup.query("ALTER TABLE dead_letters ADD CONSTRAINT short_reason CHECK (device_id NOT LIKE 'forbidden%')")

@@ -10,8 +10,8 @@ import Testing
         #expect(version >= 130_000, "PostgreSQL 13 or newer (declarative partitioning, GREATEST on conflict)")
     }
 
-    @Test func aFreshDatabaseIsEmptyAndSeparate() throws {
-        let url = try TestDatabase.freshDatabase(named: "sluice_plumbing")
+    @Test func aFreshDatabaseIsEmptyAndSeparate() async throws {
+        let url = try await TestDatabase.freshDatabase(named: "sluice_plumbing")
         let connection = try TestConnection(url: url)
         try connection.query("CREATE TABLE t (x int)")
         try connection.query("INSERT INTO t VALUES (1), (2)")

@@ -5,7 +5,7 @@ import Testing
 /// The device registry enrichment reads.
 @Suite(.timeLimit(.minutes(3))) struct DeviceRegistryReaderTests {
     @Test func loadAllAndLookupReturnTheRegisteredDevices() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_registry"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_registry"))
         let pool = try await startedPool(url: url)  // creates the devices table
         await pool.shutdown()
         try TestConnection(url: url).query(

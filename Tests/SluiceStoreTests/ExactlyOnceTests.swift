@@ -5,7 +5,7 @@ import Testing
 /// Exactly once, for ever: a (producer, seq) is written at most once whatever is resent, and in order.
 @Suite(.timeLimit(.minutes(3))) struct ExactlyOnceTests {
     @Test func theSameBatchSubmittedTwiceIsWrittenOnceAndTheSecondIsADuplicate() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_twice"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_twice"))
         let pool = try await startedPool(url: url)
         let producer = ProducerID.random()
         let batch = WriteBatch(producer: producer, seq: 1, series: [makeSeries(device: "dev-1", count: 500, start: nowMicros())])
@@ -22,7 +22,7 @@ import Testing
     }
 
     @Test func aResendAfterThePoolRestartedIsADuplicate() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_restart_pool"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_restart_pool"))
         let producer = ProducerID.random()
         let batch = WriteBatch(producer: producer, seq: 7, series: [makeSeries(device: "dev-1", count: 100, start: nowMicros())])
         let first = try await startedPool(url: url)
@@ -36,7 +36,7 @@ import Testing
     }
 
     @Test func anOldSeqAfterAMuchLaterOneIsADuplicate() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_far_seq"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_far_seq"))
         let pool = try await startedPool(url: url)
         let producer = ProducerID.random()
         func batch(_ seq: UInt64) -> WriteBatch {
@@ -54,7 +54,7 @@ import Testing
     }
 
     @Test func aProducerRowDeletedByHandIsCreatedAgain() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_deleted_producer"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_deleted_producer"))
         let pool = try await startedPool(url: url, writers: 1)
         let producer = ProducerID.random()
         func batch(_ seq: UInt64) -> WriteBatch {
@@ -69,7 +69,7 @@ import Testing
     }
 
     @Test func aBatchQueuedTwiceInOneGroupIsWrittenOnce() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_same_group"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_same_group"))
         let pool = try await startedPool(url: url, writers: 1)
         let producer = ProducerID.random()
         let batch = WriteBatch(producer: producer, seq: 1, series: [makeSeries(device: "dev-1", count: 50, start: nowMicros())])
@@ -86,7 +86,7 @@ import Testing
     }
 
     @Test func eachProducersBatchesCommitInSubmissionOrderUnderLoad() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_order"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_order"))
         let pool = try await startedPool(url: url, writers: 2, maxGroupReadings: 3_000)
         let producers = (0..<8).map { _ in ProducerID.random() }
         let log = OutcomeLog()

@@ -11,7 +11,7 @@ import Testing
 @Suite(.timeLimit(.minutes(5))) struct OrderingProofTests {
     @Test func everyReadingEndsUpExactlyOnceWhateverPostgreSQLDoesMeanwhile() async throws {
         let name = uniqueDatabaseName("store_ordering")
-        let url = try TestDatabase.freshDatabase(named: name)
+        let url = try await TestDatabase.freshDatabase(named: name)
         let application = uniqueApplicationName("order")
         let pool = try await startedPool(url: url, writers: 2, applicationName: application, maxGroupReadings: 400)
         let producers = (0..<4).map { _ in ProducerID.random() }

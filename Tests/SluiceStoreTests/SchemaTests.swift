@@ -6,7 +6,7 @@ import Testing
 /// Versioned migrations and time partitioning.
 @Suite(.timeLimit(.minutes(3))) struct SchemaTests {
     @Test func migrationsAppliedTwiceAndByTwoPoolsAtOnceAreHarmless() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_migrate"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_migrate"))
         // Two daemons starting at the same moment on an empty database.
         async let first = startedPool(url: url)
         async let second = startedPool(url: url)
@@ -27,7 +27,7 @@ import Testing
     }
 
     @Test func readingsHasDailyPartitionsAroundTodayAndADefault() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_partitions"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_partitions"))
         let pool = try await startedPool(url: url)
         await pool.shutdown()
         let connection = try TestConnection(url: url)
@@ -45,7 +45,7 @@ import Testing
     }
 
     @Test func aLaterPartitionTakesOverRowsThatLandedInTheDefault() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_default_move"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_default_move"))
         let pool = try await startedPool(url: url)
         let inFiveDays = nowMicros() + 5 * 86_400_000_000
         #expect(await pool.submit(WriteBatch(producer: .random(), seq: 1, series: [makeSeries(device: "d", count: 4, start: inFiveDays)])) == .committedWhole)

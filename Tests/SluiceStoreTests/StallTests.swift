@@ -26,7 +26,7 @@ import Testing
 
     @Test func aReadOnlyDatabaseStallsTheWriterUntilItIsWritableAgain() async throws {
         let name = uniqueDatabaseName("store_read_only")
-        let url = try TestDatabase.freshDatabase(named: name)
+        let url = try await TestDatabase.freshDatabase(named: name)
         let application = uniqueApplicationName("ro")
         let pool = try await startedPool(url: url, writers: 1, applicationName: application, stallErrorAfter: 0)
         let admin = try TestConnection(url: url)
@@ -49,7 +49,7 @@ import Testing
 
     @Test func aLockTimeoutStallsTheWriterUntilTheLockIsReleased() async throws {
         let name = uniqueDatabaseName("store_lock_timeout")
-        let url = try TestDatabase.freshDatabase(named: name)
+        let url = try await TestDatabase.freshDatabase(named: name)
         let admin = try TestConnection(url: url)
         try admin.query("ALTER DATABASE \(name) SET lock_timeout = '100ms'")
         let pool = try await startedPool(url: url, writers: 1, applicationName: uniqueApplicationName("lock"))
@@ -73,7 +73,7 @@ import Testing
 
     @Test func aRevokedPermissionAndAMissingTableStallUntilFixed() async throws {
         let name = uniqueDatabaseName("store_permission")
-        let url = try TestDatabase.freshDatabase(named: name)
+        let url = try await TestDatabase.freshDatabase(named: name)
         // Migrate as the superuser, then write as a role whose rights can be taken away.
         let migrating = try await startedPool(url: url)
         await migrating.shutdown()
@@ -118,7 +118,7 @@ import Testing
 /// An older sluiced never writes into a schema a newer one migrated.
 @Suite(.timeLimit(.minutes(3))) struct SchemaVersionGuardTests {
     @Test func aDatabaseMigratedByANewerDaemonIsRefusedAtStart() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_schema_guard"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_schema_guard"))
         let first = try await startedPool(url: url, writers: 1)
         await first.shutdown()
         let known = Migrations.all.map(\.version).max() ?? 0

@@ -6,7 +6,7 @@ import Testing
 /// The pool's behaviour against the real PostgreSQL: what gets stored, failures, queue bounds, shutdown.
 @Suite(.timeLimit(.minutes(3))) struct WriterPoolTests {
     @Test func extremeValuesSurviveTheBinaryCopyBitForBit() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_edges"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_edges"))
         let pool = try await startedPool(url: url)
         // PostgreSQL's range: 4713-01-01 BC (Julian day 0) to beyond the largest Unix Int64 microseconds.
         let earliest: Int64 = -210_866_803_200_000_000
@@ -38,7 +38,7 @@ import Testing
     }
 
     @Test func valuesPostgresRefusesAreDeadLetteredAndTheRestOfTheirBatchesCommit() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_refused"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_refused"))
         let pool = try await startedPool(url: url, writers: 1)
         let blocker = ProducerID.random()
         let producer = ProducerID.random()
@@ -99,7 +99,7 @@ import Testing
     }
 
     @Test func deadLettersAreWrittenWithTheirReasonsInTheBatchsTransaction() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_dead"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_dead"))
         let pool = try await startedPool(url: url)
         let producer = ProducerID.random()
         let batch = WriteBatch(
@@ -130,7 +130,7 @@ import Testing
     }
 
     @Test func malformedBatchesAndSubmitsAfterShutdownFailWithAClearMessage() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_malformed"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_malformed"))
         let pool = try await startedPool(url: url)
         let producer = ProducerID.random()
         let uneven = RowSeries(deviceID: "d", metric: "m", times: [1, 2, 3], values: [1])
@@ -167,7 +167,7 @@ import Testing
     }
 
     @Test func shutdownCommitsEverythingQueuedBeforeReturning() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_drain"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_drain"))
         let pool = try await startedPool(url: url, maxGroupReadings: 2_000)
         let log = OutcomeLog()
         let producers = (0..<4).map { _ in ProducerID.random() }
@@ -187,7 +187,7 @@ import Testing
     }
 
     @Test func asyncSubmitsWaitForRoomWhileCallbackSubmitsAreCountedOverCapacity() async throws {
-        let url = try TestDatabase.freshDatabase(named: uniqueDatabaseName("store_capacity"))
+        let url = try await TestDatabase.freshDatabase(named: uniqueDatabaseName("store_capacity"))
         let pool = try await startedPool(url: url, writers: 1, queueCapacity: 1_000)
         let producer = ProducerID.random()
         // Hold the producer's row so nothing commits while the queue fills.

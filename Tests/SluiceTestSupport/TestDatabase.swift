@@ -23,12 +23,16 @@ public enum TestDatabase {
     /// A fresh database (dropped first if it exists) on the test cluster, so tests do not see each other's
     /// rows; returns its URL.
     ///
-    /// Tests call this synchronously on the cooperative pool (two threads on a two-core machine), so it must
-    /// be quick: CREATE DATABASE copies a template (a few hundred ms under load), and fifty of them at the
-    /// start of a run starved every other test for seconds (handshake timeouts, "I/O on closed channel").
-    /// tools/test therefore creates empty databases ahead, during the build (`sluice_test_pool`); this claims
-    /// one and renames it, and only creates one when the pool is empty or absent.
-    public static func freshDatabase(named name: String) throws -> String {
+    /// Its libpq calls run on a thread of their own, never on the cooperative pool (two threads on a two-core
+    /// machine): nearly every test starts with this, and sixty of them queued on the pool at the start of a
+    /// run blocked it for seconds, so another test's connection sat unwritten past the daemon's handshake
+    /// deadline ("I/O on closed channel"). tools/test also creates empty databases ahead, during the build
+    /// (`sluice_test_pool`): this claims one and renames it, and only creates one when the pool is empty.
+    public static func freshDatabase(named name: String) async throws -> String {
+        try await onOwnThread { try freshDatabaseBlocking(named: name) }
+    }
+
+    private static func freshDatabaseBlocking(named name: String) throws -> String {
         let admin = try TestConnection(url: url)
         _ = try admin.query("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
         let claimed = try? admin.query(

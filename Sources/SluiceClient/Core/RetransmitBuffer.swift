@@ -74,6 +74,9 @@ public struct RetransmitBuffer<Payload: Sendable>: Sendable {
         return entry
     }
 
+    /// The batch with `seq`, if held.
+    public func entry(seq: UInt64) -> Entry? { index(of: seq).map { entries[$0] } }
+
     /// Every entry held, oldest first.
     public var all: ArraySlice<Entry> { entries[head...] }
 

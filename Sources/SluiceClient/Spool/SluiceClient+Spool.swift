@@ -172,27 +172,47 @@ extension SluiceClient {
 
     /// Drop-oldest: gives up the oldest segment's batches (counted) so new readings fit. Returns false when
     /// there was nothing to drop (the space is held by the append in progress), so the caller waits instead.
+    ///
+    /// Only a batch that never went on the wire is dropped: one already sent may be committed (its ack still
+    /// to come, or lost with a connection), so counting it as dropped could be a lie. Such a batch leaves the
+    /// disk with the segment but stays in memory (the retransmit buffer bounds that) until its ack settles it.
+    /// A batch an earlier run spooled may have been sent by that run, so its drop is counted apart as
+    /// possibly delivered.
     private func dropOldestSegment() async throws -> Bool {
         guard let spool else { return false }
         let seqs = try await NIOThreadPool.singleton.runIfActive { spool.oldestSegmentSeqs() }
         guard !seqs.isEmpty else { return false }
+        var droppedSeqs: [UInt64] = []
         var readings = 0
-        var dropped = 0
+        var earlierRunReadings = 0
+        var keptInFlight = 0
         for seq in seqs {
-            if let entry = buffer.remove(seq: seq) {
+            if let entry = buffer.entry(seq: seq) {
+                if entry.payload.firstSentAt != nil {
+                    keptInFlight += 1
+                    continue
+                }
+                buffer.remove(seq: seq)
+                droppedSeqs.append(seq)
                 readings += entry.readings
-                dropped += 1
+                if entry.payload.recovered { earlierRunReadings += entry.readings }
             }
         }
         for entry in spoolWindow.remove(Set(seqs)) {
+            droppedSeqs.append(entry.seq)
             readings += entry.readings
-            dropped += 1
+            if entry.seq < spoolRecoveredBelow { earlierRunReadings += entry.readings }
         }
-        spoolWindow.liveBatches -= dropped
+        spoolWindow.liveBatches -= droppedSeqs.count
         spoolWindow.liveReadings -= readings
-        stats.spoolDroppedBatches += dropped
+        stats.spoolDroppedBatches += droppedSeqs.count
         stats.spoolDroppedReadings += readings
-        logger.warning("sluice: spool full: dropped its oldest \(dropped) batches (\(readings) readings), unacknowledged")
+        stats.spoolDroppedEarlierRunReadings += earlierRunReadings
+        logger.warning("""
+            sluice: spool full: dropped its oldest \(droppedSeqs.count) batches (\(readings) readings), never sent\
+            \(earlierRunReadings > 0 ? " by this run (\(earlierRunReadings) of those readings were spooled by an earlier run, which may have delivered them)" : ""); \
+            \(keptInFlight) batches already sent left the disk and wait in memory for their acks
+            """)
         _ = try await NIOThreadPool.singleton.runIfActive { spool.release(seqs) }
         return true
     }
