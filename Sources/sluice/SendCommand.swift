@@ -16,7 +16,15 @@ struct SendCommand: AsyncParsableCommand {
             status: 0 everything landed; 1 some lines or readings were rejected (reasons listed), the rest \
             landed; 2 some readings were not acknowledged (after --timeout, or a refused token).
 
-            With --spool DIR, readings are written to a spool on disk before they count as taken, and leave it             only once acknowledged: a power cut, a kill or a reboot loses nothing taken, and a sluiced that is             away for hours costs only disk. A restarted `sluice send --spool DIR` first resends what the spool             holds (same seqs: exactly once), then reads its input as continuing after the input lines the             spool says it took ("input taken to line N" in the summary and in `sluice spool inspect DIR`):             give it the input from line N+1 (tail -n +N+1 file). When the spool holds --spool-max, reading             stops (a pipe into sluice send then blocks its writer) until acknowledgements free space; nothing             is dropped unless --spool-drop-oldest says so, and then it is counted. The spool keeps the             producer identity: --state-file, if given too, only seeds a new spool with its identity.
+            With --spool DIR, readings are written to a spool on disk before they count as taken, and leave it \
+            only once acknowledged: a power cut, a kill or a reboot loses nothing taken, and a sluiced that is \
+            away for hours costs only disk. A restarted `sluice send --spool DIR` first resends what the spool \
+            holds (same seqs: exactly once), then reads its input as continuing after the input lines the \
+            spool says it took ("input taken to line N" in the summary and in `sluice spool inspect DIR`): \
+            give it the input from line N+1 (tail -n +N+1 file). When the spool holds --spool-max, reading \
+            stops (a pipe into sluice send then blocks its writer) until acknowledgements free space; nothing \
+            is dropped unless --spool-drop-oldest says so, and then it is counted. The spool keeps the \
+            producer identity: --state-file, if given too, only seeds a new spool with its identity.
 
             Ctrl-C (or SIGTERM) stops reading input, waits up to 5 s for outstanding acknowledgements, prints \
             the summary with what was not acknowledged, and exits with status 130 (143 for SIGTERM); a second \

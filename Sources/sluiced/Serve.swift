@@ -264,13 +264,17 @@ struct Serve: AsyncParsableCommand {
     /// `<state-dir>/postgres.port`, so a cluster left running by a crashed daemon is found again rather than
     /// duplicated. A new state directory is created private: 0700, or — when root runs the cluster as
     /// `postgres` — 0710 with group `postgres`, so the cluster's user can only pass through to its data directory.
+    /// When `postgres` cannot get that far (a state directory under `/root`), the data directory goes
+    /// elsewhere: see `EmbeddedClusterLocation`.
     static func embeddedCluster(stateDir: String, logger: Logger, create: Bool = true) throws -> PostgresCluster {
         if create { try createStateDirectory(stateDir) }
         let portFile = stateDir + "/postgres.port"
         let saved = (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap {
             Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
         }
-        let cluster = PostgresCluster(dataDirectory: stateDir + "/postgres", port: saved, logger: logger)
+        let location = try EmbeddedClusterLocation.resolve(stateDir: stateDir, create: create)
+        if let why = location.relocatedBecause, create { logger.notice("embedded PostgreSQL: \(why)") }
+        let cluster = PostgresCluster(dataDirectory: location.dataDirectory, port: saved, logger: logger)
         if saved == nil && create { try "\(cluster.port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
         return cluster
     }
@@ -307,6 +311,8 @@ struct PsqlCommand: ParsableCommand {
     var psqlArguments: [String] = []
 
     func run() throws {
+        // Passthrough capture takes --help too; psql's own help is `sluiced psql -- --help`.
+        if let first = psqlArguments.first, ["--help", "-h", "help"].contains(first) { throw CleanExit.helpRequest(self) }
         let settings = try location.settings()
         let stateDir = settings["state-dir"] ?? "./sluice-state"
         guard FileManager.default.fileExists(atPath: stateDir + "/postgres/PG_VERSION") else {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import SluiceCore
 import SluiceStore
 
@@ -112,12 +113,13 @@ struct TokenCommand: ParsableCommand {
         static func databaseURL(_ settings: Settings) throws -> String {
             if let url = settings["database-url"] { return url }
             let stateDir = settings["state-dir"] ?? "./sluice-state"
-            guard let text = try? String(contentsOfFile: stateDir + "/postgres.port", encoding: .utf8),
-                let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            guard FileManager.default.fileExists(atPath: stateDir + "/postgres.port"),
+                FileManager.default.fileExists(atPath: stateDir + "/postgres/PG_VERSION")
             else {
                 throw SettingsError("--release-producers needs the database: no --database-url and no embedded cluster in \(stateDir)")
             }
-            return "postgresql://sluice@127.0.0.1:\(port)/postgres"
+            // The embedded cluster takes no TCP: its private Unix socket, as sluiced itself reaches it.
+            return try Serve.embeddedCluster(stateDir: stateDir, logger: Logger(label: "sluiced"), create: false).url
         }
     }
 }

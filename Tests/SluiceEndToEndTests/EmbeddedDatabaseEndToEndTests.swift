@@ -57,10 +57,61 @@ import Testing
         }
     }
 
-    private func startEmbedded(stateDir: String) async throws -> RunningProcess {
+    /// The README's first command in a clone under /root or `mktemp -d` (mode 0700): root runs the cluster as
+    /// postgres, who cannot enter the state directory. The data directory goes elsewhere, linked from the
+    /// state directory; the daemon serves, restarts onto the same data, and `sluiced psql` and
+    /// `sluiced token revoke --release-producers` reach it.
+    @Test func aStateDirectoryTheClusterUserCannotEnterStillGetsItsDatabase() async throws {
+        let parent = NSTemporaryDirectory() + "sluice-private-\(UInt32.random(in: 0 ... .max))"
+        try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        chmod(parent, 0o700)
+        let relocated = NSTemporaryDirectory() + "sluice-relocated-\(UInt32.random(in: 0 ... .max))"
+        defer {
+            try? FileManager.default.removeItem(atPath: parent)
+            try? FileManager.default.removeItem(atPath: relocated)
+        }
+        let stateDir = parent + "/state"
+        let environment = ["SLUICE_EMBEDDED_ROOT": relocated]
+        let sluiced = try Binaries.path("sluiced")
+        let tokenFile = stateDir + "/tokens"
+        var daemon = try await startEmbedded(stateDir: stateDir, environment: environment, extra: ["--token-file", tokenFile])
+        do {
+            let link = try? FileManager.default.destinationOfSymbolicLink(atPath: stateDir + "/postgres")
+            if geteuid() == 0 {
+                #expect(daemon.stderr.contains("cannot enter \(parent)"), "\(daemon.stderr.suffix(2000))")
+                #expect(link?.hasPrefix(relocated + "/") == true, "\(link ?? "no link")")
+            } else {
+                #expect(link == nil, "a cluster run as the current user stays in the state directory")
+            }
+            let token = try await run(sluiced, ["token", "create", "--token-file", tokenFile])
+            #expect(token.status == 0, "\(token.output)")
+            let port = try await daemon.waitForStderr(#"sluiced: listening on 127\.0\.0\.1:(\d+)"#, timeout: .seconds(5))
+            let send = try RunningProcess(try Binaries.path("sluice"), ["send", "--server", "127.0.0.1:\(port)"], name: "sluice send")
+            await send.writeStdin(csvLines(0 ..< 300, base: Int64(Date().timeIntervalSince1970) - 3_600))
+            send.closeStdin()
+            #expect(try await send.waitForExit() == 0, "\(send.stdout)\(send.stderr)")
+            #expect(await stop(daemon) == 0, "\(daemon.stderr.suffix(2000))")
+
+            daemon = try await startEmbedded(stateDir: stateDir, environment: environment, extra: ["--token-file", tokenFile])
+            #expect(!daemon.stderr.contains("cannot enter"), "the second start finds the link, it does not relocate again")
+            let count = try await run(sluiced, ["psql", "--state-dir", stateDir, "--", "-XAtc", "SELECT count(*) FROM readings"])
+            #expect(count.status == 0 && count.output.contains("300"), "sluiced psql: \(count.output)")
+            let listed = try await run(sluiced, ["token", "list", "--token-file", tokenFile])
+            let tokenID = listed.output.split(separator: "\n").dropFirst().first.map { String($0.split(separator: " ").first ?? "") } ?? ""
+            let revoke = try await run(
+                sluiced, ["token", "revoke", "--token-file", tokenFile, "--state-dir", stateDir, "--release-producers", tokenID])
+            #expect(revoke.status == 0 && revoke.output.contains("producer id"), "revoke over the embedded cluster's socket: \(revoke.output)")
+            #expect(await stop(daemon) == 0, "\(daemon.stderr.suffix(2000))")
+        } catch {
+            _ = await stop(daemon)
+            throw error
+        }
+    }
+
+    private func startEmbedded(stateDir: String, environment: [String: String] = [:], extra: [String] = []) async throws -> RunningProcess {
         let process = try await RunningProcess.sluiced(
-            ["--listen", "127.0.0.1:0", "--http", "off", "--state-dir", stateDir, "--writers", "1", "--log-level", "info"],
-            name: "sluiced (embedded)")
+            ["--listen", "127.0.0.1:0", "--http", "off", "--state-dir", stateDir, "--writers", "1", "--log-level", "info"] + extra,
+            name: "sluiced (embedded)", environment: environment)
         try await process.waitForStderr(#"sluiced: listening on 127\.0\.0\.1:(\d+)"#, timeout: .seconds(120))
         return process
     }

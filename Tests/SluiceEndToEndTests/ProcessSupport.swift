@@ -28,11 +28,16 @@ final class RunningProcess: Sendable {
     private let pipesAtEnd = Mutex(0)
 
     /// `slot`: given back when the process exits (or if it cannot be started).
-    init(_ executable: String, _ arguments: [String], name: String, slot: DaemonSlot? = nil) throws {
+    init(
+        _ executable: String, _ arguments: [String], name: String, slot: DaemonSlot? = nil, environment: [String: String] = [:]
+    ) throws {
         self.name = name
         process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         let outPipe = Pipe()
         let errPipe = Pipe()
         process.standardInput = stdinPipe
@@ -75,14 +80,16 @@ final class RunningProcess: Sendable {
     }
 
     /// Starts a `sluiced` once one of `DaemonSlots` is free (which bounds the suite's PostgreSQL connections).
-    static func sluiced(_ arguments: [String], name: String = "sluiced") async throws -> RunningProcess {
+    static func sluiced(
+        _ arguments: [String], name: String = "sluiced", environment: [String: String] = [:]
+    ) async throws -> RunningProcess {
         let slot = await DaemonSlot.take()
         let path: String
         do { path = try Binaries.path("sluiced") } catch {
             slot.release()
             throw error
         }
-        return try RunningProcess(path, arguments, name: name, slot: slot)
+        return try RunningProcess(path, arguments, name: name, slot: slot, environment: environment)
     }
 
     /// A test that fails half way must not leave its daemon running.

@@ -276,7 +276,7 @@ public final class PostgresCluster: Sendable {
         var template = Array((NSTemporaryDirectory() + "sluice-pgctl-XXXXXX").utf8CString)
         let outputFD = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard outputFD >= 0 else { throw StoreError.cluster("cannot create a temporary file for \(program)'s output") }
-        let outputPath = String(cString: template)
+        let outputPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         defer {
             close(outputFD)
             unlink(outputPath)
