@@ -1,5 +1,7 @@
 import NIOConcurrencyHelpers
 import Prometheus
+import SluiceCore
+import SluiceProtocol
 import SluiceStore
 
 /// The server's counters: exported in Prometheus text on `/metrics` and summarised on `/status`.
@@ -18,6 +20,7 @@ final class ServerMetrics: Sendable {
         var protocolErrors = 0
         /// Last pool counters seen, to turn them into counter increments.
         var lastWriterErrors = 0
+        var lastWriterErrorsByClass: [String: Int] = [:]
         var lastReconnects = 0
     }
 
@@ -39,6 +42,7 @@ final class ServerMetrics: Sendable {
     private let queueDepth: Gauge
     private let commitLatencyP99: Gauge
     private let ackLatency: DurationHistogram
+    private let serverAckLatency: DurationHistogram
     private let writerErrors: Counter
     private let reconnects: Counter
     private let databaseUp: Gauge
@@ -75,6 +79,15 @@ final class ServerMetrics: Sendable {
                 .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
                 .seconds(1), .seconds(5),
             ])
+        serverAckLatency = registry.makeDurationHistogram(
+            descriptor: describe(
+                "sluice_ack_latency_seconds",
+                "Time from a batch frame's arrival until its ack is written: decode, validation, queueing, COPY and commit"),
+            buckets: [
+                .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(20),
+                .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+                .seconds(2), .seconds(5), .seconds(10),
+            ])
         writerErrors = registry.makeCounter(descriptor: describe("sluice_writer_errors_total", "Failed writer transactions and connection attempts"))
         reconnects = registry.makeCounter(descriptor: describe("sluice_writer_reconnects_total", "Writer reconnections"))
         databaseUp = registry.makeGauge(descriptor: describe("sluice_database_up", "1 while PostgreSQL is reachable"))
@@ -85,6 +98,23 @@ final class ServerMetrics: Sendable {
         creditWaiting = registry.makeGauge(descriptor: describe("sluice_credit_waiting_connections", "Connections left short of their share, waiting for budget"))
         creditWithheld = registry.makeGauge(descriptor: describe("sluice_credit_withheld", "1 while credit is withheld (queue or latency above target)"))
         errorsSent = registry.makeCounter(descriptor: describe("sluice_errors_sent_total", "Error frames sent to clients"))
+        // The series a dashboard and alert rules name exist from the start, at 0, not only after a first error.
+        for label in ["connection", "08", "25", "40", "42", "53", "55", "57", "XX"] {
+            _ = registry.makeCounter(descriptor: Self.writerErrorsByClass, labels: [("class", label)])
+        }
+        for code in StatusCode.allCases where code != .ok {
+            _ = registry.makeCounter(descriptor: Self.errorsSentByCode, labels: [("code", code.name)])
+        }
+    }
+
+    private static var errorsSentByCode: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "sluice_errors_sent_by_code_total", unitName: "", helpText: "Error frames sent, by status code")
+    }
+
+    private static var writerErrorsByClass: MetricNameDescriptor {
+        MetricNameDescriptor(
+        metricName: "sluice_writer_errors_by_class_total", unitName: "",
+            helpText: "Writer errors by SQLSTATE class (08 connection, 25 read-only, 53 resources, 57 shutdown...; connection: no SQLSTATE)")
     }
 
     func connectionOpened() {
@@ -118,6 +148,25 @@ final class ServerMetrics: Sendable {
         }
     }
 
+    /// An ack left for the client `latency` after its batch frame arrived.
+    func ackSent(latency: Duration) {
+        serverAckLatency.record(latency)
+    }
+
+    /// Gauges of what the daemon is and how it is configured, set once at start: which build runs, the credit
+    /// budget and the queue's watermarks and capacity (the lines dashboards draw the live values against).
+    func describe(version: String, flow: FlowController.Configuration, queueCapacityReadings: Int) {
+        func gauge(_ name: String, _ help: String, labels: [(String, String)] = []) -> Gauge {
+            registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+        }
+        gauge("sluice_build_info", "The running build (value 1), by version", labels: [("version", version)]).set(1.0)
+        gauge("sluice_credit_budget_readings", "Credit the flow controller may have out at once, in readings").set(Double(flow.budget))
+        gauge("sluice_queue_high_watermark_readings", "Queue depth above which credit is withheld").set(Double(flow.queueHighWater))
+        gauge("sluice_queue_low_watermark_readings", "Queue depth below which credit flows again").set(Double(flow.queueLowWater))
+        gauge("sluice_queue_capacity_readings", "The writer queue's bound, in readings").set(Double(queueCapacityReadings))
+        gauge("sluice_commit_latency_target_seconds", "Commit p99 above which credit is withheld").set(flow.latencyTarget)
+    }
+
     func batchRejected() {
         batchesRejected.increment()
         totals.withLockedValue { $0.batchesRejected += 1 }
@@ -127,11 +176,7 @@ final class ServerMetrics: Sendable {
     /// so a dashboard tells a wave of bad frames from a wave of bad tokens.
     func errorSent(code: String) {
         errorsSent.increment()
-        registry.makeCounter(
-            descriptor: MetricNameDescriptor(
-                metricName: "sluice_errors_sent_by_code_total", unitName: "", helpText: "Error frames sent, by status code"),
-            labels: [("code", code)]
-        ).increment()
+        registry.makeCounter(descriptor: Self.errorsSentByCode, labels: [("code", code)]).increment()
     }
 
     func granted(_ readings: Int) {
@@ -164,6 +209,16 @@ final class ServerMetrics: Sendable {
             return (stats.writerErrors - t.lastWriterErrors, stats.reconnects - t.lastReconnects)
         }
         if errors > 0 { writerErrors.increment(by: Int64(errors)) }
+        let byClass = totals.withLockedValue { t -> [(String, Int)] in
+            defer { t.lastWriterErrorsByClass = stats.writerErrorsByClass }
+            return stats.writerErrorsByClass.compactMap { label, count in
+                let added = count - (t.lastWriterErrorsByClass[label] ?? 0)
+                return added > 0 ? (label, added) : nil
+            }
+        }
+        for (label, added) in byClass {
+            registry.makeCounter(descriptor: Self.writerErrorsByClass, labels: [("class", label)]).increment(by: Int64(added))
+        }
         if reconnectCount > 0 { reconnects.increment(by: Int64(reconnectCount)) }
     }
 
@@ -173,6 +228,7 @@ final class ServerMetrics: Sendable {
     func prometheusText() -> [UInt8] {
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
+        buffer += ProcessMetrics.read().prometheusText.utf8
         return buffer
     }
 }

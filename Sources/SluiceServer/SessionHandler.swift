@@ -94,6 +94,10 @@ final class SessionHandler: ChannelInboundHandler {
     private var prepared: [UInt64: PreparedBatch] = [:]
     /// Acks to send when the batch of that seq commits.
     private var pendingAcks: [UInt64: Ack] = [:]
+    /// When each batch frame arrived, by ticket until it is submitted and then by seq until its ack leaves:
+    /// the server's side of ack latency (`sluice_ack_latency_seconds`), validation and queueing included.
+    private var arrivedByTicket: [UInt64: ContinuousClock.Instant] = [:]
+    private var arrivedBySeq: [UInt64: ContinuousClock.Instant] = [:]
     private var sawPreface = false
     private var closing = false
     private var readingPaused = false
@@ -147,6 +151,8 @@ final class SessionHandler: ChannelInboundHandler {
         ticker = nil
         prepared.removeAll()
         pendingAcks.removeAll()
+        arrivedByTicket.removeAll()
+        arrivedBySeq.removeAll()
         if pendingDecodeBytes > 0 {
             // Frames still in the pipeline are dropped with the connection: give their bytes back now.
             server.pendingDecode.release(pendingDecodeBytes, limit: server.configuration.maxPendingDecodeBytes)
@@ -226,6 +232,7 @@ final class SessionHandler: ChannelInboundHandler {
             perform(action)
             return
         }
+        arrivedByTicket[ticket] = .now
         if case .raw(let frame) = input {
             let bytes = frame.payload.readableBytes
             pendingByTicket[ticket] = bytes
@@ -275,7 +282,7 @@ final class SessionHandler: ChannelInboundHandler {
             server.pendingDecode.release(bytes, limit: server.configuration.maxPendingDecodeBytes)
         }
         guard !machine.isClosed else { return }
-        if case .batch(let batch) = result { prepared[ticket] = batch }
+        if case .batch(let batch) = result { prepared[ticket] = batch } else { arrivedByTicket[ticket] = nil }
         performAll(machine.decoded(ticket: ticket, result.decoded))
         updateReading()
     }
@@ -307,6 +314,7 @@ final class SessionHandler: ChannelInboundHandler {
             commit = .duplicate
         case .failed(let reason):
             pendingAcks[seq] = nil
+            arrivedBySeq[seq] = nil
             logger.error("batch could not be written", metadata: ["producer": "\(producer.map { "\($0)" } ?? "-")", "seq": "\(seq)", "reason": "\(reason)"])
             commit = .failed(reason)
         }
@@ -423,6 +431,9 @@ final class SessionHandler: ChannelInboundHandler {
             ack.seq = seq
             ack.duplicate = duplicate
             send(ServerFrame(.ack(ack)))
+            if let arrived = arrivedBySeq.removeValue(forKey: seq) {
+                server.coordinator.metrics.ackSent(latency: .now - arrived)
+            }
         case .sendPong(let nonce):
             var pong = Pong()
             pong.nonce = nonce
@@ -559,6 +570,7 @@ final class SessionHandler: ChannelInboundHandler {
             ack.rejected = UInt32(clamping: batch.rejected)
             ack.reasons = batch.reasons
             pendingAcks[seq] = ack
+            arrivedBySeq[seq] = arrivedByTicket.removeValue(forKey: ticket)
             let coordinator = server.coordinator
             let id = connectionID
             let handle = self.handle
@@ -581,6 +593,7 @@ final class SessionHandler: ChannelInboundHandler {
 
     private func reject(ticket: UInt64, seq: UInt64, readings: Int, _ error: WireError) {
         prepared[ticket] = nil
+        arrivedByTicket[ticket] = nil
         switch server.coordinator.batchReceived(connectionID, readings: readings) {
         case .violation(let held, let sent):
             perform(machine.creditViolation(seq: seq, held: held, sent: sent))

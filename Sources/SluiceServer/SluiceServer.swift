@@ -87,6 +87,9 @@ public final class SluiceServer: Service, Sendable {
         await registry.reload()
 
         let metrics = ServerMetrics(registry: metricsRegistry)
+        metrics.describe(
+            version: SluiceServer.version, flow: configuration.flow,
+            queueCapacityReadings: configuration.writerPool.queueCapacityReadings)
         let coordinator = IngestCoordinator(
             flow: configuration.flow, tokens: configuration.tokens, maxConnections: configuration.maxConnections,
             metrics: metrics, logger: logger, maxUnauthenticated: configuration.maxUnauthenticatedConnections,

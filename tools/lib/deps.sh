@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 
 SLUICE_DEBIAN_PACKAGES=(pkg-config libzstd-dev libpq-dev libprotobuf-c-dev protobuf-c-compiler postgresql gcc-multilib libmbedtls-dev
-  postgresql-contrib valgrind make gcc cmake systemd openssl ca-certificates)
+  postgresql-contrib valgrind make gcc cmake systemd openssl ca-certificates prometheus)
 
 sluice_install_deps() {
   local missing=()

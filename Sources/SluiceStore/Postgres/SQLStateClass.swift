@@ -35,6 +35,22 @@ enum SQLStateClass: Equatable, Sendable {
         self.init(sqlState: error.sqlState, connectionBroken: error.connectionBroken)
     }
 
+    /// The label a writer error is counted under (`sluice_writer_errors_by_class_total{class=…}`): the
+    /// SQLSTATE's two-character class ("08", "25", "53", "57"…), or "connection" when PostgreSQL gave none
+    /// (libpq could not connect, or the connection broke before an answer).
+    static func metricLabel(of error: any Error) -> String {
+        guard let sqlState = sqlState(of: error), sqlState.utf8.count == 5 else { return "connection" }
+        return String(sqlState.prefix(2))
+    }
+
+    private static func sqlState(of error: any Error) -> String? {
+        switch error {
+        case let error as PGError: return error.sqlState
+        case let error as GroupCommit.StallError: return error.sqlState
+        default: return nil
+        }
+    }
+
     /// A short name for what a `notAboutTheData` SQLSTATE means, for the stall reason in `/status` and logs.
     static func explanation(of sqlState: String?) -> String {
         guard let state = sqlState, state.utf8.count == 5 else { return "connection to PostgreSQL lost" }

@@ -32,6 +32,8 @@ struct PoolState {
     var duplicateBatches = 0
     var failedBatches = 0
     var writerErrors = 0
+    /// `writerErrors` by SQLSTATE class (`SQLStateClass.metricLabel`).
+    var writerErrorsByClass: [String: Int] = [:]
     var reconnects = 0
     var overCapacitySubmissions = 0
     var writerReachable: [Bool]
@@ -124,7 +126,7 @@ struct PoolState {
             commitLatencyP50Seconds: latencies.quantile(0.5),
             commitLatencyP99Seconds: latencies.quantile(0.99),
             committedBatches: committedBatches, duplicateBatches: duplicateBatches, failedBatches: failedBatches,
-            writerErrors: writerErrors, reconnects: reconnects,
+            writerErrors: writerErrors, writerErrorsByClass: writerErrorsByClass, reconnects: reconnects,
             databaseReachable: writerReachable.allSatisfy { $0 },
             overCapacitySubmissions: overCapacitySubmissions,
             stall: writerStalls.compactMap { $0 }.min { $0.since < $1.since },

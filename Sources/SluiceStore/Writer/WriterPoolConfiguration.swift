@@ -68,6 +68,8 @@ public struct WriterPoolStats: Sendable, Equatable {
     public var failedBatches: Int
     /// Failed transactions and connection attempts (each is retried; none loses a batch).
     public var writerErrors: Int
+    /// `writerErrors` by SQLSTATE class: "08", "25", "53"… or "connection" when PostgreSQL gave no SQLSTATE.
+    public var writerErrorsByClass: [String: Int]
     /// Connections re-established after a failure.
     public var reconnects: Int
     /// False while a writer cannot connect to PostgreSQL.
@@ -84,7 +86,8 @@ public struct WriterPoolStats: Sendable, Equatable {
     public init(
         queuedReadings: Int = 0, inFlightReadings: Int = 0, commitLatencyP50Seconds: Double = 0,
         commitLatencyP99Seconds: Double = 0, committedBatches: Int = 0, duplicateBatches: Int = 0,
-        failedBatches: Int = 0, writerErrors: Int = 0, reconnects: Int = 0, databaseReachable: Bool = true,
+        failedBatches: Int = 0, writerErrors: Int = 0, writerErrorsByClass: [String: Int] = [:], reconnects: Int = 0,
+        databaseReachable: Bool = true,
         queueCapacityReadings: Int = 0, overCapacitySubmissions: Int = 0, stall: WriterStall? = nil,
         refusedReadings: Int = 0
     ) {
@@ -96,6 +99,7 @@ public struct WriterPoolStats: Sendable, Equatable {
         self.duplicateBatches = duplicateBatches
         self.failedBatches = failedBatches
         self.writerErrors = writerErrors
+        self.writerErrorsByClass = writerErrorsByClass
         self.reconnects = reconnects
         self.databaseReachable = databaseReachable
         self.queueCapacityReadings = queueCapacityReadings

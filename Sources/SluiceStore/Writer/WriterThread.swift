@@ -141,7 +141,7 @@ final class WriterThread {
                     "PostgreSQL refused rows of a group; isolating them",
                     metadata: ["batches": "\(group.count)", "error": "\(refusal.error)"])
             } catch {
-                countError()
+                countError(error)
                 // A fresh session for the retry: a demoted primary's connection stays read-only for ever,
                 // and a multi-host URL (target_session_attrs=read-write) finds the new primary only on
                 // reconnecting; for the other stalls a reconnect is cheap next to the backoff.
@@ -223,8 +223,8 @@ final class WriterThread {
         } catch {
             core.state.withLock { state in
                 state.writerReachable[index] = false
-                state.writerErrors += 1
             }
+            countError(error)
             let delay = backoff.delay(attempt: attempt)
             stalled(by: error, attempt: attempt, batches: 0)
             sleep(seconds: delay)
@@ -241,7 +241,13 @@ final class WriterThread {
     /// Forgets the connection (it broke, or a test pretends it did).
     func dropConnection() { connection = nil }
 
-    private func countError() { core.state.withLock { $0.writerErrors += 1 } }
+    private func countError(_ error: any Error) {
+        let label = SQLStateClass.metricLabel(of: error)
+        core.state.withLock { state in
+            state.writerErrors += 1
+            state.writerErrorsByClass[label, default: 0] += 1
+        }
+    }
 
     private func finish(_ group: ArraySlice<QueuedBatch>, outcomes: [BatchOutcome], latency: Double?) {
         core.groupFinished(group, outcomes: outcomes, latency: latency)
