@@ -58,7 +58,17 @@ import Testing
 
         // An HTTP request on the ingest port is a wrong preface: counted by status code.
         _ = try? await get("/", port: server.port)
-        let (metricsStatus, metrics) = try await get("/metrics", port: httpPort)
+        // The HTTP request sent to the ingest port above is closed by the server; wait until that close is
+        // counted (a loaded machine takes its time), so the gauges below are of this test's one client.
+        var (metricsStatus, metrics) = try await get("/metrics", port: httpPort)
+        let settled = ContinuousClock.now + .seconds(60)
+        func oneConnection(_ text: String) -> Bool {
+            text.split(separator: "\n").contains { $0 == "sluice_connections 1" || $0 == "sluice_connections 1.0" }
+        }
+        while !oneConnection(metrics) && ContinuousClock.now < settled {
+            try await Task.sleep(for: .milliseconds(50))
+            (metricsStatus, metrics) = try await get("/metrics", port: httpPort)
+        }
         #expect(metrics.contains("sluice_errors_sent_by_code_total{code=\"PROTOCOL_ERROR\"} 1"), "\(metrics)")
         #expect(metrics.contains("sluice_event_loop_lag_seconds"), "stall detector exported")
         #expect(metrics.contains("sluice_credit_waiting_connections 0"))

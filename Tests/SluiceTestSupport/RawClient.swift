@@ -19,6 +19,11 @@ public final class RawClient: Sendable {
     public let ackTimes = NIOLockedValueBox<[UInt64: ContinuousClock.Instant]>([:])
     public let seenErrors = NIOLockedValueBox<[ErrorFrame]>([])
 
+    /// How long a wait for something the server will send lasts by default. Generous, because it costs nothing
+    /// when the frame comes and a loaded 2-core machine running the whole suite delays one by many seconds
+    /// (10 s failed there); a test that expects silence passes its own short timeout.
+    public static let patience: Duration = .seconds(60)
+
     private init(channel: any Channel, inbox: FrameInbox) {
         self.channel = channel
         self.inbox = inbox
@@ -101,7 +106,7 @@ public final class RawClient: Sendable {
     }
 
     /// Waits (reading frames) until the credit held covers `batch`, then sends it, as a well-behaved client does.
-    public func sendBatchWhenCredit(_ batch: Batch, timeout: Duration = .seconds(20)) async throws {
+    public func sendBatchWhenCredit(_ batch: Batch, timeout: Duration = RawClient.patience) async throws {
         let readings = batch.series.reduce(0) { $0 + $1.readingCount }
         let deadline = ContinuousClock.now + timeout
         while held.withLockedValue({ $0 }) < readings {
@@ -119,7 +124,7 @@ public final class RawClient: Sendable {
 
     /// The next frame, nil once the server closed the connection. Credit frames are counted into `held` and
     /// passed on like any other; Pings are answered.
-    public func next(timeout: Duration = .seconds(10), answeringPings: Bool = true) async throws -> ServerFrame? {
+    public func next(timeout: Duration = RawClient.patience, answeringPings: Bool = true) async throws -> ServerFrame? {
         let deadline = ContinuousClock.now + timeout
         while true {
             switch inbox.take() {
@@ -147,7 +152,7 @@ public final class RawClient: Sendable {
     }
 
     /// Reads until the frame `match` accepts, returning it and everything skipped over.
-    public func read(until match: (ServerFrame) -> Bool, timeout: Duration = .seconds(15)) async throws -> (ServerFrame?, [ServerFrame]) {
+    public func read(until match: (ServerFrame) -> Bool, timeout: Duration = RawClient.patience) async throws -> (ServerFrame?, [ServerFrame]) {
         var skipped: [ServerFrame] = []
         while let frame = try await next(timeout: timeout) {
             if match(frame) { return (frame, skipped) }
@@ -158,7 +163,7 @@ public final class RawClient: Sendable {
 
     /// Reads until every seq in `seqs` is acked (acks read earlier count too); throws on an Error frame that
     /// closes the connection or concerns one of `seqs`.
-    public func acks(for seqs: Set<UInt64>, timeout: Duration = .seconds(20)) async throws -> [UInt64: Ack] {
+    public func acks(for seqs: Set<UInt64>, timeout: Duration = RawClient.patience) async throws -> [UInt64: Ack] {
         while true {
             let acks = seenAcks.withLockedValue { all in all.filter { seqs.contains($0.key) } }
             if acks.count == seqs.count { return acks }
@@ -173,7 +178,7 @@ public final class RawClient: Sendable {
 
     /// Waits until the server closes the connection (at most `timeout` in all), returning the frames it
     /// sent meanwhile.
-    public func framesUntilClosed(timeout: Duration = .seconds(10), answeringPings: Bool = true) async throws -> [ServerFrame] {
+    public func framesUntilClosed(timeout: Duration = RawClient.patience, answeringPings: Bool = true) async throws -> [ServerFrame] {
         let deadline = ContinuousClock.now + timeout
         var frames: [ServerFrame] = []
         while let frame = try await next(timeout: deadline - .now, answeringPings: answeringPings) {
