@@ -48,7 +48,7 @@ import Testing
             configuration: SluiceClientConfiguration(
                 endpoints: [Endpoint(host: "127.0.0.1", port: port)], maxBatchReadings: 500,
                 reconnectInitialDelay: .milliseconds(20), reconnectMaxDelay: .milliseconds(300),
-                connectTimeout: .seconds(3), tls: ClientTLS(trust: .caFile(ca))))
+                connectTimeout: .seconds(30), tls: ClientTLS(trust: .caFile(ca))))
     }
 
     /// `count` readings of one device, a second apart, ending a minute ago (inside the accepted window).
