@@ -9,13 +9,14 @@ import Foundation
 /// Normally `<state-dir>/postgres`. But root runs the cluster as `postgres` (PostgreSQL refuses root), and
 /// `postgres` must be able to walk down to its data directory: a clone in `/root` or in a `mktemp -d`
 /// directory (both mode 0700) is out of its reach, and the first command a newcomer types would fail. Then
-/// the data directory goes to `/var/lib/sluice/embedded/<id>` (made for this state directory, owned by
+/// the data directory goes to `/var/lib/sluice-embedded/<id>` (made for this state directory, owned by
 /// `postgres`, mode 0700), and `<state-dir>/postgres` becomes a symbolic link to it, so every later start,
-/// `sluiced psql` and a person looking find it the same way.
+/// `sluiced psql` and a person looking find it the same way. (Not under `/var/lib/sluice`: the Debian package
+/// gives that to the `sluice` user, mode 0750, which `postgres` may not enter.)
 enum EmbeddedClusterLocation {
     /// Where relocated data directories go; overridable for tests with `SLUICE_EMBEDDED_ROOT`.
     static var relocationRoot: String {
-        ProcessInfo.processInfo.environment["SLUICE_EMBEDDED_ROOT"] ?? "/var/lib/sluice/embedded"
+        ProcessInfo.processInfo.environment["SLUICE_EMBEDDED_ROOT"] ?? "/var/lib/sluice-embedded"
     }
 
     struct Resolved {
