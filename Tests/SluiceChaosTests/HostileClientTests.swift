@@ -341,7 +341,9 @@ final class HostileCrowd: Sendable {
         for i in 0..<Self.longIDAttackers {
             let c = try await RawClient.connect(port: port)
             try await c.handshake(producer: producerID(UInt8(170 + i)), token: token)
-            try await c.sendBatch(Readings.batch(seq: 1, device: String(repeating: "L", count: 512 << 10), count: 1_000), compressed: true)
+            // Waits for (and asks for) its credit like a correct client: the attack is the id, not the credit.
+            try await c.sendBatchWhenCredit(
+                Readings.batch(seq: 1, device: String(repeating: "L", count: 512 << 10), count: 1_000), compressed: true)
             let acks = try await c.acks(for: [1], timeout: .seconds(60))
             if acks[1]?.rejected == 1_000, acks[1]?.reasons.allSatisfy({ $0.message.utf8.count < 200 }) == true { out.longIDRefused += 1 }
             await c.close()

@@ -105,10 +105,13 @@ public final class RawClient: Sendable {
         try await send(ClientFrame(.batch(batch)), compressed: compressed)
     }
 
-    /// Waits (reading frames) until the credit held covers `batch`, then sends it, as a well-behaved client does.
-    public func sendBatchWhenCredit(_ batch: Batch, timeout: Duration = RawClient.patience) async throws {
+    /// Waits (reading frames) until the credit held covers `batch`, then sends it, as a well-behaved client does:
+    /// when short, it asks for the whole batch once (`CreditRequest`), since a first window can be as small as
+    /// 64 readings while many connections are new and only a request is sure to be granted.
+    public func sendBatchWhenCredit(_ batch: Batch, timeout: Duration = RawClient.patience, compressed: Bool = false) async throws {
         let readings = batch.series.reduce(0) { $0 + $1.readingCount }
         let deadline = ContinuousClock.now + timeout
+        if held.withLockedValue({ $0 }) < readings { try await send(.creditRequest(UInt64(readings))) }
         while held.withLockedValue({ $0 }) < readings {
             guard ContinuousClock.now < deadline else {
                 throw TestSetupError("no credit for a \(readings)-reading batch within \(timeout) (holding \(held.withLockedValue { $0 }))")
@@ -117,7 +120,7 @@ public final class RawClient: Sendable {
                 throw TestSetupError("connection closed while waiting for credit")
             }
         }
-        try await sendBatch(batch)
+        try await sendBatch(batch, compressed: compressed)
     }
 
     // MARK: Receiving
